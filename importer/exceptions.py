@@ -1,0 +1,98 @@
+"""One exception root, grouped by what the caller should do.
+
+    ImporterError                  root; ``exit_code`` is what the CLI returns
+    ├── UsageError (2)             stop before any network call: fix the input and re-run
+    │   ├── ConfigError            credentials, options, environment
+    │   ├── InputError             a file is unreadable, unsupported or has a broken header
+    │   └── MappingError           the mapping YAML is invalid (carries every problem)
+    ├── FatalApiError (1)          the API refused the run as a whole; resumable after the fix
+    │   ├── AuthError              401: token missing, malformed or revoked
+    │   └── NotFoundError          404: unknown project/datasource, or token not allowed there
+    └── InternalError (1)          a bug, e.g. the accounting invariant does not hold
+
+Bad *rows* are never exceptions: they flow as :class:`importer.records.Reject` records.
+Messages never contain the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ImporterError(Exception):
+    """Root of every error the importer raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(ImporterError):
+    """The run cannot start; nothing has been sent."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Credentials, options or environment are wrong."""
+
+
+class InputError(UsageError):
+    """An input file cannot be used at all (as opposed to a bad row inside it)."""
+
+    def __init__(self, path: str, problem: str, remedy: str = "") -> None:
+        self.path = path
+        self.problem = problem
+        self.remedy = remedy
+        text = f"{path}: {problem}"
+        if remedy:
+            text += f" — {remedy}"
+        super().__init__(text)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingProblem:
+    """One problem found in a mapping file; ``line`` is 1-based in the YAML (0 = unknown)."""
+
+    message: str
+    line: int = 0
+    severity: str = "error"  # "error" stops the run, "warning" is reported only
+
+    def render(self, path: str) -> str:
+        where = f"{path}:{self.line}" if self.line else path
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class MappingError(UsageError):
+    """The mapping file is invalid; ``problems`` lists every error found, not just the first."""
+
+    def __init__(self, path: str, problems: Sequence[MappingProblem]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        lines = [p.render(path) for p in self.problems]
+        count = sum(1 for p in self.problems if p.severity == "error")
+        head = f"{path}: {count} problem{'s' if count != 1 else ''} in the mapping"
+        super().__init__("\n".join([head, *lines]))
+
+
+class FatalApiError(ImporterError):
+    """The API refused the whole run; stop at once and keep state so it can be resumed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AuthError(FatalApiError):
+    """401: the token is missing, malformed or revoked."""
+
+
+class NotFoundError(FatalApiError):
+    """404: the project or datasource id is wrong, or the token is not allowed on it."""
+
+
+class InternalError(ImporterError):
+    """A bug in the importer (for instance the accounting invariant does not hold)."""
+
+    exit_code = 1

@@ -1,0 +1,38 @@
+"""Settings of the local sandbox server (frozen; the CLI and tests build them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_PROJECT = "sandbox-project"
+DEFAULT_DATASOURCE = "sandbox-datasource"
+DEFAULT_TOKEN = "sandbox-token"
+
+ResponseShape = Literal["docs", "activepieces"]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSettings:
+    """Injected faults; every probability is in [0, 1] and drawn from a seeded RNG."""
+
+    fail_rate: float = 0.0
+    fail_statuses: tuple[int, ...] = (500, 502, 503)
+    drop_before_rate: float = 0.0
+    drop_after_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    project: str = DEFAULT_PROJECT
+    datasource: str = DEFAULT_DATASOURCE
+    token: str = field(default=DEFAULT_TOKEN, repr=False)
+    rate_limit: int | None = None  # requests per 60 s window per (datasource, endpoint)
+    latency_ms: tuple[int, int] = (0, 0)  # uniform in [a, b]
+    faults: FaultSettings = FaultSettings()
+    seed: int = 0
+    require_known_user: bool = False
+    response_shape: ResponseShape = "docs"
+    db_path: str | None = None  # SQLite file; None keeps everything in memory

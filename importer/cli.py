@@ -72,7 +72,8 @@ _rate = click.FloatRange(0.0, 1.0)
 @click.option("--port", default=8790, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--project", default=DEFAULT_PROJECT, show_default=True)
 @click.option("--datasource", default=DEFAULT_DATASOURCE, show_default=True)
-@click.option("--token", default=DEFAULT_TOKEN, show_default=True, help="Token the sandbox accepts.")
+@click.option("--token", default=DEFAULT_TOKEN, show_default=True,
+              help="Token the sandbox accepts.")
 @click.option("--rate-limit", type=click.IntRange(min=1), default=None,
               help="Requests per minute per endpoint (fixed 60 s window). Default: unlimited.")
 @click.option("--latency-ms", default="0", callback=_parse_latency,
@@ -84,7 +85,8 @@ _rate = click.FloatRange(0.0, 1.0)
               help="Share of requests whose connection is closed before processing.")
 @click.option("--drop-after-rate", type=_rate, default=0.0,
               help="Share of requests processed and stored, then dropped without a response.")
-@click.option("--slow-rate", type=_rate, default=0.0, help="Share of requests delayed by --slow-ms.")
+@click.option("--slow-rate", type=_rate, default=0.0,
+              help="Share of requests delayed by --slow-ms.")
 @click.option("--slow-ms", type=click.IntRange(min=0), default=0)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every fault draw.")
 @click.option("--require-known-user", is_flag=True,

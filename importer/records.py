@@ -6,8 +6,9 @@ A bad row is data (:class:`Reject`), never an exception, so one malformed line i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import polars as pl
@@ -53,7 +54,8 @@ class Reject:
     http_status: int | None = None
     attempts: int = 0
     retryable: bool = False
-    values: Mapping[str, Any] = field(default_factory=dict)
+    # (dataclasses.field spelled out: the attribute ``field`` above shadows the name here)
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     raw_line: str | None = None
 
 

@@ -6,7 +6,6 @@ Library errors (:class:`ImporterError`) become one clean message and their exit 
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -144,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

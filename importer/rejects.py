@@ -1,0 +1,231 @@
+"""The rejects file: every row that did not make it, streamed to disk as it is found.
+
+Same format as the input (CSV → CSV, Parquet → Parquet, NDJSON → NDJSON): the original
+source columns verbatim, then ``_source_file``, ``_source_row``, the ``_reject_*`` columns and
+``_raw_line`` (the text of a line the CSV reader could not split). The mapping ignores all of
+those, so a fixed rejects file re-imports with the same mapping.
+
+It holds personal data, so the file and its ``.meta.json`` sidecar are created mode 0600.
+CSV rejects are UTF-8 *with* a BOM: the rejects file's main reader is an analyst opening it in
+a spreadsheet, and Excel decodes a BOM-less CSV as the local code page, mangling "Muñoz".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from importer.records import REJECT_COLUMNS, RESERVED_SOURCE_COLUMNS, Reject
+
+RejectsFormat = Literal["csv", "parquet", "ndjson"]
+RAW_LINE = "_raw_line"
+_PRIVATE = 0o600
+
+
+def meta_path(path: str | Path) -> Path:
+    """Where the sidecar of a rejects file lives."""
+    return Path(f"{path}.meta.json")
+
+
+def default_rejects_path(first_input: str, fmt: RejectsFormat) -> Path:
+    """``exports/crm.csv.gz`` → ``exports/crm.rejects.csv`` (rejects are never compressed)."""
+    path = Path(first_input)
+    name = path.name
+    for suffix in (".gz", ".zst"):
+        name = name.removesuffix(suffix)
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return path.with_name(f"{stem}.rejects.{fmt}")
+
+
+def _open_private(path: Path, *, append: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, _PRIVATE)
+    # O_CREAT's mode does not apply to a file that already existed (say, 0644 from elsewhere).
+    os.fchmod(fd, _PRIVATE)
+    return fd
+
+
+def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
+    """Write the sidecar ``<rejects>.meta.json`` (mode 0600)."""
+    fd = _open_private(meta_path(path), append=False)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(dict(meta), fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+
+
+def _reject_fields(r: Reject) -> list[Any]:
+    return [
+        r.source_file,
+        r.source_row,
+        r.stage,
+        r.code,
+        r.field,
+        r.message,
+        r.http_status,
+        r.attempts,
+        r.retryable,
+        r.raw_line,
+    ]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class RejectsWriter:
+    """Streams rejects to one file; a context manager. ``count`` is how many were written."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        source_columns: Sequence[str],
+        fmt: RejectsFormat = "csv",
+        delimiter: str = ",",
+        source_schema: Mapping[str, pl.DataType] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        append: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.fmt = fmt
+        self.count = 0
+        self._source_columns = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
+        self._columns = [*self._source_columns, *REJECT_COLUMNS, RAW_LINE]
+        self._schema = dict(source_schema or {})
+        self._closed = False
+        resume = append and self.path.exists() and self.path.stat().st_size > 0
+        self._fd = _open_private(self.path, append=append)
+        if fmt == "parquet":
+            self._parquet: pq.ParquetWriter | None = None
+            self._earlier = pl.read_parquet(self.path) if resume else None
+        elif fmt == "csv":
+            self._text = os.fdopen(self._fd, "w", encoding="utf-8-sig" if not resume else "utf-8",
+                                   newline="")
+            self._csv = csv.writer(self._text, delimiter=delimiter, lineterminator="\r\n")
+            if not resume:
+                self._csv.writerow(self._columns)
+        else:
+            self._bin = os.fdopen(self._fd, "wb")
+        if meta is not None:
+            write_meta(self.path, meta)
+
+    def write(self, rejects: Iterable[Reject]) -> None:
+        batch = list(rejects)
+        if not batch:
+            return
+        if self.fmt == "csv":
+            self._csv.writerows(
+                [_cell(r.values.get(c)) for c in self._source_columns]
+                + [_cell(v) for v in _reject_fields(r)]
+                for r in batch
+            )
+        elif self.fmt == "ndjson":
+            out = io.BytesIO()
+            for r in batch:
+                row = {c: r.values.get(c) for c in self._source_columns}
+                row.update(zip((*REJECT_COLUMNS, RAW_LINE), _reject_fields(r), strict=True))
+                out.write(orjson.dumps(row, default=str))
+                out.write(b"\n")
+            self._bin.write(out.getvalue())
+        else:
+            self._write_parquet(self._frame(batch))
+        self.count += len(batch)
+
+    def _write_parquet(self, frame: pl.DataFrame) -> None:
+        table = frame.to_arrow()
+        if self._parquet is None:
+            # Parquet cannot be appended to: a resumed run rewrites the earlier rejects first,
+            # then streams on, one row group per write.
+            os.ftruncate(self._fd, 0)
+            self._bin = os.fdopen(self._fd, "wb")
+            self._parquet = pq.ParquetWriter(self._bin, table.schema)
+            if self._earlier is not None and self._earlier.height:
+                earlier = self._earlier.select(
+                    pl.col(c).cast(t) if c in self._earlier.columns else pl.lit(None, t).alias(c)
+                    for c, t in frame.schema.items()
+                )
+                self._parquet.write_table(earlier.to_arrow())
+        self._parquet.write_table(table)
+
+    def _frame(self, batch: list[Reject]) -> pl.DataFrame:
+        data: dict[str, list[Any]] = {
+            c: [r.values.get(c) for r in batch] for c in self._source_columns
+        }
+        for i, name in enumerate((*REJECT_COLUMNS, RAW_LINE)):
+            data[name] = [_reject_fields(r)[i] for r in batch]
+        schema: dict[str, Any] = {c: self._schema.get(c, pl.String) for c in self._source_columns}
+        schema.update(
+            {
+                "_source_file": pl.String, "_source_row": pl.Int64, "_reject_stage": pl.String,
+                "_reject_code": pl.String, "_reject_field": pl.String,
+                "_reject_message": pl.String, "_reject_http_status": pl.Int64,
+                "_reject_attempts": pl.Int64, "_reject_retryable": pl.Boolean, RAW_LINE: pl.String,
+            }
+        )
+        return pl.DataFrame(data, schema=schema, strict=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.fmt == "csv":
+            self._text.close()
+        elif self.fmt == "ndjson":
+            self._bin.close()
+        else:
+            if self._parquet is None:  # nothing written this time: still leave a valid file
+                self._write_parquet(self._frame([]))
+            assert self._parquet is not None
+            self._parquet.close()
+            self._bin.close()
+
+    def __enter__(self) -> RejectsWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_rejects(
+    path: str | Path,
+    *,
+    source_columns: Sequence[str],
+    fmt: RejectsFormat = "csv",
+    delimiter: str = ",",
+    source_schema: Mapping[str, pl.DataType] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    append: bool = False,
+) -> RejectsWriter:
+    """Create (or, with ``append``, continue) a rejects file and its sidecar."""
+    return RejectsWriter(
+        path,
+        source_columns=source_columns,
+        fmt=fmt,
+        delimiter=delimiter,
+        source_schema=source_schema,
+        meta=meta,
+        append=append,
+    )

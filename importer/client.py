@@ -1,0 +1,302 @@
+"""HTTP semantics of the Ingest API: one thin client, and one function that turns a response
+into per-item outcomes (:func:`interpret`). Scheduling (pacing, retries) lives in upload.py.
+
+Status → verdict (API.md §4, §6):
+
+    202/200  ITEMS      per-item outcomes (both success envelopes: docs and activepieces)
+    422      ITEMS      every item failed validation, with its field errors
+    400/413  SPLIT      the whole batch was refused: split it to isolate the offending items
+    401      AUTH       fatal: token missing, malformed or revoked
+    404      NOT_FOUND  fatal: unknown project/datasource, or token not allowed there
+    429      RATE       wait until X-RateLimit-Reset (or Retry-After); not an attempt
+    5xx      RETRY      exponential backoff; so are timeouts and dropped connections
+    other    FAILED     the batch's rows become permanent rejects with the status
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from importer import __version__
+from importer.config import Credentials
+
+USER_AGENT = f"instasent-import/{__version__}"
+
+
+class Verdict(enum.Enum):
+    ITEMS = "items"
+    SPLIT = "split"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    RATE = "rate"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What the API said of one item. ``retryable`` failures may succeed when sent again."""
+
+    ok: bool
+    duplicate: bool = False
+    code: str = ""
+    field: str | None = None
+    message: str = ""
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """The rate-limit headers of one response (None when absent)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None  # Unix seconds
+    retry_after: float | None = None  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResponse:
+    verdict: Verdict
+    status: int | None
+    items: tuple[ItemOutcome, ...] = ()
+    rate: RateInfo = RateInfo()
+    request_id: str | None = None
+    message: str = ""
+
+
+_OK = ItemOutcome(ok=True)
+_DUPLICATE = ItemOutcome(ok=True, duplicate=True)
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:  # an HTTP date
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(when - now, 0.0) if now is not None else None
+
+
+def parse_rate(headers: Mapping[str, str], now: float | None = None) -> RateInfo:
+    reset = _int_header(headers, "x-ratelimit-reset")
+    return RateInfo(
+        limit=_int_header(headers, "x-ratelimit-limit"),
+        remaining=_int_header(headers, "x-ratelimit-remaining"),
+        reset=float(reset) if reset is not None else None,
+        retry_after=_retry_after(headers, now),
+    )
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return slug[:40] or "rejected"
+
+
+def _item_error(errors: Any, fallback: str = "rejected by the API") -> ItemOutcome:
+    """``{"_email": ["Invalid format"]}`` → code ``invalid_format``, field ``_email``."""
+    if isinstance(errors, Mapping) and errors:
+        parts = []
+        for name, messages in errors.items():
+            msgs = messages if isinstance(messages, list) else [messages]
+            parts.append(f"{name}: {'; '.join(str(m) for m in msgs)}")
+        field, first = next(iter(errors.items()))
+        first_msg = first[0] if isinstance(first, list) and first else first
+        return ItemOutcome(
+            ok=False, code=_slug(str(first_msg)), field=str(field), message=" | ".join(parts)
+        )
+    if isinstance(errors, str) and errors:
+        return ItemOutcome(ok=False, code=_slug(errors), message=errors)
+    return ItemOutcome(ok=False, code="rejected", message=fallback)
+
+
+def _docs_items(entity: Mapping[str, Any], keys: Sequence[str]) -> tuple[ItemOutcome, ...] | None:
+    items = entity.get("items")
+    if not isinstance(items, list) or len(items) != len(keys):
+        return None
+    echoed = [_echoed_id(it) for it in items]
+    order = list(range(len(items)))
+    if any(e is not None and e != k for e, k in zip(echoed, keys, strict=True)):
+        # Position and echoed id disagree: trust the ids if they identify every item once.
+        if sorted(e for e in echoed if e is not None) != sorted(keys) or len(set(keys)) != len(
+            keys
+        ):
+            return None
+        where = {e: i for i, e in enumerate(echoed)}
+        order = [where[k] for k in keys]
+    out = []
+    for i in order:
+        item = items[i]
+        if not isinstance(item, Mapping):
+            return None
+        if item.get("status") == "success":
+            out.append(_DUPLICATE if item.get("duplicate") else _OK)
+        else:
+            out.append(_item_error(item.get("errors") or item.get("message")))
+    return tuple(out)
+
+
+def _echoed_id(item: Any) -> str | None:
+    if not isinstance(item, Mapping):
+        return None
+    value = item.get("_event_id", item.get("_user_id"))
+    return str(value) if value is not None else None
+
+
+def _activepieces_items(body: Mapping[str, Any], n: int) -> tuple[ItemOutcome, ...] | None:
+    """``{success, entitiesSuccess, errors[{position, …}], accepted[{position, item}]}``."""
+    accepted = body.get("accepted")
+    errors = body.get("errors")
+    if not isinstance(accepted, list) or not isinstance(errors, list):
+        return None
+    outcomes: list[ItemOutcome | None] = [None] * n
+    for entry in accepted:
+        pos = entry.get("position") if isinstance(entry, Mapping) else None
+        if isinstance(pos, int) and 0 <= pos < n:
+            dup = isinstance(entry, Mapping) and bool(entry.get("duplicate"))
+            outcomes[pos] = _DUPLICATE if dup else _OK
+    for entry in errors:
+        pos = entry.get("position") if isinstance(entry, Mapping) else None
+        if isinstance(pos, int) and 0 <= pos < n and isinstance(entry, Mapping):
+            outcomes[pos] = _item_error(entry.get("errors") or entry.get("message"))
+    missing = ItemOutcome(
+        ok=False, code="no_outcome", message="the API answered without this item", retryable=True
+    )
+    return tuple(o if o is not None else missing for o in outcomes)
+
+
+def _parse_items(content: bytes, keys: Sequence[str]) -> tuple[ItemOutcome, ...] | None:
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, Mapping):
+        return None
+    entity = body.get("entity")
+    if isinstance(entity, Mapping):
+        return _docs_items(entity, keys)
+    return _activepieces_items(body, len(keys))
+
+
+def _message(content: bytes) -> str:
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content[:200].decode("utf-8", "replace")
+    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return content[:200].decode("utf-8", "replace")
+
+
+def interpret(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    keys: Sequence[str],
+    *,
+    now: float | None = None,
+) -> BatchResponse:
+    """The one place that knows what a batch response means."""
+    rate = parse_rate(headers, now)
+    request_id = headers.get("x-request-id")
+
+    def verdict(
+        v: Verdict, message: str = "", items: tuple[ItemOutcome, ...] = ()
+    ) -> BatchResponse:
+        return BatchResponse(v, status, items, rate, request_id, message)
+
+    if status in (200, 201, 202, 422):
+        items = _parse_items(content, keys)
+        if items is None:
+            return verdict(Verdict.RETRY, f"unreadable {status} response body")
+        return verdict(Verdict.ITEMS, items=items)
+    if status in (400, 413):
+        return verdict(Verdict.SPLIT, _message(content))
+    if status == 401:
+        return verdict(Verdict.AUTH, _message(content))
+    if status == 404:
+        return verdict(Verdict.NOT_FOUND, _message(content))
+    if status == 429:
+        return verdict(Verdict.RATE)
+    if status >= 500 or status == 408:
+        return verdict(Verdict.RETRY, f"HTTP {status}")
+    return verdict(Verdict.FAILED, f"HTTP {status}: {_message(content)}")
+
+
+class ApiClient:
+    """One keep-alive ``httpx.AsyncClient`` bound to a datasource. The token is only a header."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        timeout: float = 30.0,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self._http = httpx.AsyncClient(
+            base_url=credentials.base_url,
+            headers={
+                "Authorization": f"Bearer {credentials.token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+
+    async def get_stream(self) -> httpx.Response:
+        return await self._http.get("/stream")
+
+    async def post_items(self, target: str, body: bytes) -> httpx.Response:
+        return await self._http.post(f"/stream/{target}", content=body)
+
+    async def delete_contact(self, user_id: str) -> httpx.Response:
+        return await self._http.delete(f"/stream/contacts/{quote(user_id, safe='')}")
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self._http.get(path)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def auth_message(status: int, credentials: Credentials) -> str:
+    """Say which of the two fatal refusals it was, and what to check (never the token)."""
+    if status == 401:
+        return (
+            "the API refused the token (401): it is missing, malformed or revoked — "
+            "check INSTASENT_TOKEN (or --token-file); tokens are shown once in the dashboard"
+        )
+    return (
+        f"project {credentials.project!r} / datasource {credentials.datasource!r} not found "
+        "for this token (404) — check INSTASENT_PROJECT and INSTASENT_DATASOURCE"
+    )

@@ -1,0 +1,185 @@
+"""The single writer: outcomes back to source rows, rejects to disk, the report's tallies.
+
+Every row read ends in exactly one bucket, each tallied where it happens:
+
+    rows_read == accepted + rejected + filtered + not_attempted
+
+``finish`` checks that equation; a mismatch is a bug and fails the run loudly
+(:class:`InternalError`), because the promise of the tool is that no row goes missing.
+
+With contacts *and* events from one file, a row is accepted once both of its items are; a row
+whose contact failed is rejected once and its event is never sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from importer.chunking import Chunk
+from importer.exceptions import InternalError
+from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, RejectStage, SourceBatch
+from importer.rejects import RejectsWriter
+from importer.upload import ChunkResult
+
+_TRANSPORT_CODES = frozenset({"transport", "rate_limited"})
+RowKey = tuple[str, int]
+
+
+@dataclass
+class Tally:
+    rows_read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    filtered: int = 0
+    not_attempted: int = 0
+    retryable: int = 0
+    duplicates: int = 0
+    by_stage: Counter[str] = field(default_factory=Counter)
+    by_code: Counter[str] = field(default_factory=Counter)
+
+    def balanced(self) -> bool:
+        total = self.accepted + self.rejected + self.filtered + self.not_attempted
+        return self.rows_read == total
+
+
+def _values_of(
+    frames: Iterable[pl.DataFrame], wanted: list[RowKey]
+) -> dict[RowKey, dict[str, Any]]:
+    """Original source columns of a few rows, looked up in the frames they came from."""
+    found: dict[RowKey, dict[str, Any]] = {}
+    files = {f for f, _ in wanted}
+    rows = [r for _, r in wanted]
+    for frame in frames:
+        hits = frame.filter(
+            pl.col(SOURCE_FILE).is_in(list(files)) & pl.col(SOURCE_ROW).is_in(rows)
+        )
+        for rec in hits.iter_rows(named=True):
+            key = (rec.pop(SOURCE_FILE), rec.pop(SOURCE_ROW))
+            found.setdefault(key, rec)
+    return found
+
+
+class Reconciler:
+    """Receives every event of a run, in the event loop's thread only."""
+
+    def __init__(
+        self,
+        writer: RejectsWriter | None,
+        *,
+        targets: tuple[str, ...],
+        max_rejects: int | None = None,
+        on_limit: Callable[[], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.tally = Tally()
+        self.final_target = targets[-1]
+        self.two_targets = len(targets) > 1
+        self.max_rejects = max_rejects
+        self._on_limit = on_limit
+        self.limit_reached = False
+        # Rows whose contact was accepted and whose event is still to come (two-target runs).
+        self.pending = 0
+        # Rows rejected in the contacts phase: their events must not be sent.
+        self.dropped: set[RowKey] = set()
+
+    # -- reading and mapping ------------------------------------------------------------
+    def on_read(self, batch: SourceBatch) -> None:
+        self.tally.rows_read += batch.rows_read
+        self._reject(batch.rejects)
+
+    def on_mapped(self, rejects: Iterable[Reject], filtered: int) -> None:
+        self.tally.filtered += filtered
+        self._reject(rejects)
+
+    # -- the API's answers ----------------------------------------------------------------
+    def on_result(self, result: ChunkResult) -> None:
+        chunk = result.chunk
+        final = chunk.target == self.final_target
+        failed: list[tuple[int, Any]] = []
+        for i, outcome in enumerate(result.outcomes):
+            if outcome.ok:
+                if outcome.duplicate:
+                    self.tally.duplicates += 1
+                if final:
+                    self.tally.accepted += 1
+                else:
+                    self.pending += 1
+            else:
+                failed.append((i, outcome))
+        if final and self.two_targets:
+            self.pending -= len(result.outcomes)
+        if failed:
+            self._reject(self._api_rejects(chunk, result, failed))
+
+    def on_unsent(self, chunk: Chunk) -> None:
+        self.tally.not_attempted += len(chunk)
+        if chunk.target == self.final_target and self.two_targets:
+            self.pending -= len(chunk)
+
+    def _api_rejects(
+        self, chunk: Chunk, result: ChunkResult, failed: list[tuple[int, Any]]
+    ) -> list[Reject]:
+        keys = [(chunk.files[i], chunk.rows[i]) for i, _ in failed]
+        values = _values_of(chunk.frames, keys)
+        rejects = []
+        for (i, outcome), key in zip(failed, keys, strict=True):
+            if chunk.target != self.final_target:
+                self.dropped.add(key)
+            stage: RejectStage = "transport" if outcome.code in _TRANSPORT_CODES else "api"
+            rejects.append(
+                Reject(
+                    source_file=key[0],
+                    source_row=key[1],
+                    stage=stage,
+                    code=outcome.code,
+                    message=f"{chunk.target[:-1]} {chunk.keys[i]!r}: {outcome.message}",
+                    field=outcome.field,
+                    http_status=result.status,
+                    attempts=result.attempts,
+                    retryable=outcome.retryable,
+                    values=values.get(key, {}),
+                )
+            )
+        return rejects
+
+    def _reject(self, rejects: Iterable[Reject]) -> None:
+        batch = list(rejects)
+        if not batch:
+            return
+        for r in batch:
+            self.tally.by_stage[r.stage] += 1
+            self.tally.by_code[r.code] += 1
+            if r.retryable:
+                self.tally.retryable += 1
+        self.tally.rejected += len(batch)
+        if self.writer is not None:
+            self.writer.write(batch)
+        if (
+            self.max_rejects is not None
+            and self.tally.rejected >= self.max_rejects
+            and not self.limit_reached
+        ):
+            self.limit_reached = True
+            if self._on_limit is not None:
+                self._on_limit()
+
+    # -- the end ---------------------------------------------------------------------------
+    def finish(self) -> Tally:
+        """Count rows stuck between phases, then check the accounting invariant."""
+        if self.pending:
+            self.tally.not_attempted += self.pending
+            self.pending = 0
+        if not self.tally.balanced():
+            t = self.tally
+            raise InternalError(
+                "accounting invariant broken (a bug — please report it): "
+                f"rows_read={t.rows_read} but accepted={t.accepted} + rejected={t.rejected} "
+                f"+ filtered={t.filtered} + not_attempted={t.not_attempted} = "
+                f"{t.accepted + t.rejected + t.filtered + t.not_attempted}"
+            )
+        return self.tally

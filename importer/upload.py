@@ -1,0 +1,356 @@
+"""Scheduling: post chunks concurrently, at the rate limit, with retries.
+
+HTTP meaning lives in :func:`importer.client.interpret`; this module decides *when* to send.
+
+- :class:`RatePacer` spreads requests over what is left of the server's window
+  (``X-RateLimit-Remaining`` / ``X-RateLimit-Reset``), so a run holds the ceiling without
+  bursting into 429s. A 429 pauses the whole endpoint until the reset (plus jitter).
+- :class:`AdaptiveLimit` bounds requests in flight: it grows while responses are clean and
+  shrinks on 429s and server faults (AIMD), under a cap; ``--concurrency`` pins it.
+- :class:`Uploader` runs the workers; each finished chunk is handed to ``on_result`` as a
+  :class:`ChunkResult` with one outcome per item, in the chunk's order.
+
+Clock, sleep and randomness are injected so tests never really wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from importer.chunking import Chunk
+from importer.client import ApiClient, BatchResponse, ItemOutcome, RateInfo, Verdict, interpret
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+#: A 429 storm is not a reason to loop forever: after this many waits a chunk gives up
+#: (its rows become retryable rejects).
+MAX_RATE_LIMITED_WAITS = 50
+#: The longest single wait a rate-limit header may impose (guards against clock skew).
+MAX_RATE_WAIT = 65.0
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSettings:
+    concurrency: int | None = None  # None = adaptive between 1 and max_concurrency
+    max_concurrency: int = 32
+    initial_concurrency: int = 8
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    rate_jitter: float = 0.25  # seconds of jitter added after a window reset
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    chunk: Chunk
+    outcomes: tuple[ItemOutcome, ...]
+    status: int | None
+    attempts: int
+
+
+@dataclass
+class UploadStats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    splits: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    items_sent: int = 0
+
+
+class RatePacer:
+    """Per-endpoint pacing from the rate-limit headers."""
+
+    def __init__(self, *, clock: Clock, sleep: Sleep, rng: random.Random, jitter: float) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._jitter = jitter
+        self._remaining: int | None = None
+        self._reset: float | None = None
+        self._next_slot = 0.0
+        self._blocked_until = 0.0
+        self.inflight = 0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait for this endpoint's next slot; counts the request as in flight."""
+        async with self._lock:  # slots are handed out in order, one at a time
+            while True:
+                wait = self._wait()
+                if wait <= 0:
+                    break
+                await self._sleep(wait)
+            self.inflight += 1
+
+    def _wait(self) -> float:
+        now = self._clock()
+        if self._blocked_until > now:
+            return min(self._blocked_until - now, MAX_RATE_WAIT)
+        if self._remaining is None or self._reset is None or self._reset <= now:
+            return 0.0  # nothing known, or the window is over: go
+        budget = self._remaining - self.inflight
+        if budget <= 0:
+            self._blocked_until = now + min(self._reset - now, MAX_RATE_WAIT) + self._jit()
+            return self._blocked_until - now
+        interval = (self._reset - now) / budget
+        slot = max(now, self._next_slot)
+        if slot > now:
+            return slot - now
+        self._next_slot = slot + interval
+        return 0.0
+
+    def _jit(self) -> float:
+        return self._rng.uniform(0, self._jitter)
+
+    def done(self, rate: RateInfo) -> None:
+        """A response arrived: release its in-flight slot and learn from its headers."""
+        self.inflight = max(self.inflight - 1, 0)
+        if rate.remaining is None or rate.reset is None:
+            return
+        if self._reset is None or rate.reset > self._reset:
+            self._reset, self._remaining = rate.reset, rate.remaining
+        elif rate.reset == self._reset and self._remaining is not None:
+            # Responses overtake each other: the lowest count is the most recent truth.
+            self._remaining = min(self._remaining, rate.remaining)
+
+    def failed(self) -> None:
+        """A request ended without a response (transport error)."""
+        self.inflight = max(self.inflight - 1, 0)
+
+    def rate_limited(self, rate: RateInfo) -> None:
+        """A 429: pause the whole endpoint until the window resets (Retry-After wins)."""
+        now = self._clock()
+        if rate.retry_after is not None:
+            wait = rate.retry_after
+        elif rate.reset is not None:
+            wait = rate.reset - now
+        else:
+            wait = 1.0
+        wait = min(max(wait, 0.0), MAX_RATE_WAIT) + self._jit()
+        self._blocked_until = max(self._blocked_until, now + wait)
+        self._remaining = 0
+        self._reset = max(self._reset or 0.0, now + wait)
+
+
+class AdaptiveLimit:
+    """Bounds requests in flight; additive increase, multiplicative decrease."""
+
+    def __init__(self, settings: UploadSettings) -> None:
+        pinned = settings.concurrency
+        self.pinned = pinned is not None
+        self.cap = pinned if pinned is not None else settings.max_concurrency
+        self.limit = float(pinned if pinned is not None else settings.initial_concurrency)
+        self.active = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.active < int(self.limit))
+            self.active += 1
+
+    async def release(self, signal: str) -> None:
+        """``signal``: "ok", "fault" (5xx/transport) or "throttled" (429)."""
+        async with self._cond:
+            self.active -= 1
+            if not self.pinned:
+                if signal == "ok":
+                    self.limit = min(self.cap, self.limit + 1.0 / max(self.limit, 1.0))
+                elif signal == "throttled":
+                    self.limit = max(1.0, self.limit / 2)
+                else:
+                    self.limit = max(1.0, self.limit * 0.9)
+            self._cond.notify_all()
+
+
+class FatalResponse(Exception):
+    """Internal: a 401/404 answered a batch; carries the response."""
+
+    def __init__(self, response: BatchResponse) -> None:
+        self.response = response
+        super().__init__(response.message)
+
+
+class Uploader:
+    """Posts chunks; reports each outcome to ``on_result`` and unsent chunks to ``on_unsent``."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        settings: UploadSettings,
+        *,
+        on_result: Callable[[ChunkResult], None],
+        on_unsent: Callable[[Chunk], None],
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self.settings = settings
+        self._on_result = on_result
+        self._on_unsent = on_unsent
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._pacers: dict[str, RatePacer] = {}
+        self.limit = AdaptiveLimit(settings)
+        self.stats = UploadStats()
+        self.fatal: BatchResponse | None = None
+        self.stop_requested = False
+
+    def _pacer(self, target: str) -> RatePacer:
+        pacer = self._pacers.get(target)
+        if pacer is None:
+            pacer = RatePacer(
+                clock=self._clock,
+                sleep=self._sleep,
+                rng=self._rng,
+                jitter=self.settings.rate_jitter,
+            )
+            self._pacers[target] = pacer
+        return pacer
+
+    def stop(self) -> None:
+        """Stop taking new chunks (``--max-rejects`` reached); in-flight ones finish."""
+        self.stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_requested or self.fatal is not None
+
+    async def run(self, chunks: AsyncIterator[Chunk]) -> None:
+        """Send every chunk; returns when all are answered or the run stopped.
+
+        After a stop, every chunk that was not sent is handed to ``on_unsent``.
+        """
+        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=self.limit.cap * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.limit.cap)]
+        try:
+            async for chunk in chunks:
+                if self.stopping:
+                    self._on_unsent(chunk)
+                    continue
+                await queue.put(chunk)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+
+    async def _worker(self, queue: asyncio.Queue[Chunk | None]) -> None:
+        while True:
+            chunk = await queue.get()
+            if chunk is None:
+                return
+            if self.stopping:
+                self._on_unsent(chunk)
+                continue
+            await self._deliver(chunk)
+
+    async def _deliver(self, chunk: Chunk) -> None:
+        """Send one chunk until it has an answer for every item (splitting on a 400)."""
+        try:
+            result = await self._send(chunk)
+        except FatalResponse as exc:
+            if self.fatal is None:
+                self.fatal = exc.response
+            self._on_unsent(chunk)
+            return
+        if result is not None:
+            self._on_result(result)
+            return
+        # A whole-batch refusal: halve until the offending items stand alone.
+        self.stats.splits += 1
+        for half in chunk.split():
+            if self.stopping:
+                self._on_unsent(half)
+            else:
+                await self._deliver(half)
+
+    async def _send(self, chunk: Chunk) -> ChunkResult | None:
+        """One chunk's attempts. None means "split it"; raises FatalResponse on 401/404."""
+        pacer = self._pacer(chunk.target)
+        attempts = 0
+        waits = 0
+        body = chunk.body
+        while True:
+            await self.limit.acquire()
+            await pacer.acquire()
+            attempts += 1
+            self.stats.requests += 1
+            try:
+                response = await self._client.post_items(chunk.target, body)
+            except httpx.TransportError as exc:
+                pacer.failed()
+                await self.limit.release("fault")
+                self.stats.statuses[type(exc).__name__] += 1
+                outcome = f"{type(exc).__name__} (no response)"
+                if attempts >= self.settings.max_attempts:
+                    return self._give_up(chunk, None, attempts, outcome)
+                await self._backoff(attempts)
+                continue
+            answer = interpret(
+                response.status_code,
+                response.headers,
+                response.content,
+                chunk.keys,
+                now=self._clock(),
+            )
+            self.stats.statuses[str(response.status_code)] += 1
+            if answer.verdict is Verdict.RATE:
+                pacer.done(answer.rate)
+                pacer.rate_limited(answer.rate)
+                await self.limit.release("throttled")
+                self.stats.rate_limited += 1
+                attempts -= 1  # a 429 does not consume the attempt budget
+                waits += 1
+                if waits > MAX_RATE_LIMITED_WAITS:
+                    return self._give_up(chunk, 429, attempts, "still rate limited (429)")
+                continue
+            pacer.done(answer.rate)
+            if answer.verdict is Verdict.RETRY:
+                await self.limit.release("fault")
+                if attempts >= self.settings.max_attempts:
+                    return self._give_up(chunk, answer.status, attempts, answer.message)
+                await self._backoff(attempts)
+                continue
+            await self.limit.release("ok")
+            return self._settle(chunk, answer, attempts)
+
+    def _settle(self, chunk: Chunk, answer: BatchResponse, attempts: int) -> ChunkResult | None:
+        if answer.verdict in (Verdict.AUTH, Verdict.NOT_FOUND):
+            raise FatalResponse(answer)
+        if answer.verdict is Verdict.SPLIT:
+            if len(chunk) > 1:
+                return None
+            refused = ItemOutcome(ok=False, code="bad_request", message=answer.message)
+            return ChunkResult(chunk, (refused,), answer.status, attempts)
+        if answer.verdict is Verdict.FAILED:
+            failed = ItemOutcome(ok=False, code=f"http_{answer.status}", message=answer.message)
+            return ChunkResult(chunk, (failed,) * len(chunk), answer.status, attempts)
+        self.stats.items_sent += len(chunk)
+        return ChunkResult(chunk, answer.items, answer.status, attempts)
+
+    def _give_up(
+        self, chunk: Chunk, status: int | None, attempts: int, why: str
+    ) -> ChunkResult:
+        outcome = ItemOutcome(
+            ok=False,
+            code="rate_limited" if status == 429 else "transport",
+            message=f"gave up after {attempts} attempt(s): {why}",
+            retryable=True,
+        )
+        return ChunkResult(chunk, (outcome,) * len(chunk), status, attempts)
+
+    async def _backoff(self, attempts: int) -> None:
+        """Exponential backoff with full jitter."""
+        self.stats.retries += 1
+        ceiling = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempts - 1))
+        await self._sleep(self._rng.uniform(0, ceiling))

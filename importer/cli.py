@@ -6,12 +6,20 @@ Library errors (:class:`ImporterError`) become one clean message and their exit 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from importer import __version__
+from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.exceptions import ImporterError
+from importer.pipeline import Progress, RunOptions, run_import
+from importer.report import ImportReport, render
 from importer.sandbox.settings import (
     DEFAULT_DATASOURCE,
     DEFAULT_PROJECT,
@@ -19,6 +27,8 @@ from importer.sandbox.settings import (
     FaultSettings,
     SandboxSettings,
 )
+from importer.sources import ReadOptions
+from importer.upload import UploadSettings
 
 
 class _Cli(click.Group):
@@ -136,6 +146,162 @@ def sandbox(
         db_path=db_path,
     )
     serve(settings, host=host, port=port)
+
+
+class _ProgressPrinter:
+    """tqdm on a terminal; otherwise a log line every ~10 s so cron logs stay readable."""
+
+    def __init__(self, *, quiet: bool, interval: float = 10.0) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = interval
+        self._bar: Any = None
+        self._phase = ""
+        self._last = time.monotonic()
+
+    def __call__(self, p: Progress) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self._update_bar(p)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            click.echo(
+                f"[{p.phase}] read {p.rows_read:,} rows · accepted {p.accepted:,} · "
+                f"rejected {p.rejected:,} · {p.done / max(p.total, 1):.0%} of input",
+                err=True,
+            )
+
+    def _update_bar(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None or p.phase != self._phase:
+            self.close()
+            self._phase = p.phase
+            self._bar = tqdm(
+                total=p.total, unit="B" if p.unit == "bytes" else " rows",
+                unit_scale=True, desc=p.phase, file=sys.stderr, leave=False,
+            )
+        self._bar.n = p.done
+        self._bar.set_postfix(rows=p.rows_read, ok=p.accepted, rejected=p.rejected,
+                              refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _read_options(delimiter: str | None, encoding: str | None) -> ReadOptions:
+    if delimiter == "\\t":
+        delimiter = "\t"
+    return ReadOptions(delimiter=delimiter, encoding=encoding)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--mapping", "-m", required=True, type=click.Path(dir_okay=False),
+              help="The column-mapping YAML.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
+              help="Rejects file (default: beside the first input, <name>.rejects.<ext>).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as JSON to this file.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="Pin requests in flight (default: adaptive up to 32).")
+@click.option("--max-attempts", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Attempts per batch on 5xx/timeouts before its rows become retryable rejects.")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
+              help="Seconds per request.")
+@click.option("--max-rejects", type=click.IntRange(min=1), default=None,
+              help="Abort (exit 1) once this many rows are rejected.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_ITEMS), default=MAX_BATCH_ITEMS,
+              show_default=True, help="Items per request (the API takes at most 100).")
+@click.option("--max-batch-bytes", type=click.IntRange(min=1024),
+              default=DEFAULT_MAX_BATCH_BYTES, show_default=True)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: detected).")
+@click.option("--encoding", default=None, help="Input encoding (default: detected).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read the token from this file instead of INSTASENT_TOKEN.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: print the report as JSON on stdout.")
+@click.option("--dry-run", is_flag=True, help="Read, map and chunk; send nothing.")
+@click.option("--dry-run-output", type=click.Path(dir_okay=False), default=None,
+              help="With --dry-run: write what would be sent as NDJSON.")
+@click.option("--sandbox", "use_sandbox", is_flag=True,
+              help="Rehearse against an in-process sandbox on a loopback port.")
+def run(
+    files: tuple[str, ...],
+    mapping: str,
+    rejects_path: str | None,
+    report_path: str | None,
+    concurrency: int | None,
+    max_attempts: int,
+    timeout: float,
+    max_rejects: int | None,
+    batch_size: int,
+    max_batch_bytes: int,
+    delimiter: str | None,
+    encoding: str | None,
+    token_file: Path | None,
+    quiet: bool,
+    output: str,
+    dry_run: bool,
+    dry_run_output: str | None,
+    use_sandbox: bool,
+) -> None:
+    """Import FILES (CSV, Parquet, NDJSON; globs and directories too) with a mapping.
+
+    Exit codes: 0 all accepted · 1 aborted · 2 bad input/mapping/config, nothing sent ·
+    3 permanent rejects written · 4 retryable failures left (run `instasent-import retry`).
+    """
+    options = RunOptions(
+        read=_read_options(delimiter, encoding),
+        upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
+        batch_size=batch_size,
+        max_batch_bytes=max_batch_bytes,
+        timeout=timeout,
+        max_rejects=max_rejects,
+        rejects_path=rejects_path,
+        dry_run=dry_run,
+        dry_run_output=dry_run_output,
+    )
+    printer = _ProgressPrinter(quiet=quiet)
+    with contextlib.ExitStack() as stack:
+        if use_sandbox:
+            from importer.sandbox.server import running_sandbox
+
+            box = stack.enter_context(running_sandbox(SandboxSettings()))
+            credentials = Credentials(box.api_url, box.settings.project,
+                                      box.settings.datasource, box.settings.token)
+            if not quiet:
+                click.echo(f"rehearsing against an in-process sandbox at {box.api_url}", err=True)
+        elif dry_run:
+            credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
+        else:
+            credentials = Credentials.resolve(token_file=token_file)
+        try:
+            report = run_import(files, mapping, credentials, options, progress=printer)
+        finally:
+            printer.close()
+    _emit_report(report, report_path=report_path, output=output, quiet=quiet)
+    sys.exit(report.exit_code)
+
+
+def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
+                 quiet: bool) -> None:
+    data = report.to_dict()
+    if report_path:
+        Path(report_path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    if not quiet or report.exit_code:
+        click.echo(render(report), err=True)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def main() -> None:

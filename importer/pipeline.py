@@ -1,0 +1,415 @@
+"""The main job: files → mapping → chunks → upload → reconcile → report.
+
+Everything that can make a run unusable (paths, headers, the mapping, credentials) is checked
+before the first request; the credential check (``GET /stream``) comes before the first POST.
+When one mapping feeds contacts *and* events, the files are read twice: every contact batch is
+acknowledged before the first event is sent (API.md §7), and memory stays flat.
+
+Reading and mapping run in a worker thread, one source batch ahead of the uploader, so the
+event loop keeps posting while the next rows are prepared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from importer import __version__
+from importer.chunking import Chunk, Chunker, Target
+from importer.client import ApiClient, auth_message
+from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
+from importer.exceptions import AuthError, FatalApiError, NotFoundError
+from importer.mapping import (
+    CompiledMapping,
+    MappedBatch,
+    MappingSpec,
+    compile_mapping,
+    load_mapping,
+)
+from importer.reconcile import Reconciler, RowKey
+from importer.records import SourceBatch
+from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
+from importer.report import ImportReport
+from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
+from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    read: ReadOptions = ReadOptions()
+    upload: UploadSettings = UploadSettings()
+    batch_size: int = MAX_BATCH_ITEMS
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    timeout: float = 30.0
+    max_rejects: int | None = None
+    rejects_path: str | None = None
+    dry_run: bool = False
+    dry_run_output: str | None = None  # NDJSON of what would be sent
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Handed to the progress callback after every source batch and every answered chunk."""
+
+    phase: str  # "contacts" or "events"
+    unit: str  # "bytes" or "rows"
+    done: int
+    total: int
+    rows_read: int
+    accepted: int
+    rejected: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run will do, fully validated, before any network call."""
+
+    sources: tuple[SourceFile, ...]
+    spec: MappingSpec
+    compiled: tuple[CompiledMapping, ...]  # one per source (headers may differ)
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return self.compiled[0].targets if self.compiled else ()
+
+    @property
+    def run_id(self) -> str:
+        """Fingerprint of the inputs (path, size, mtime) and the mapping's hash."""
+        h = hashlib.sha256(self.spec.sha256.encode())
+        for s in self.sources:
+            st = Path(s.path).stat()
+            h.update(f"\0{s.path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+
+def plan_import(
+    inputs: Sequence[str], mapping: str | Path, read: ReadOptions = ReadOptions()
+) -> Plan:
+    """Resolve files, load and compile the mapping; raises UsageError subclasses (exit 2)."""
+    sources = tuple(resolve_inputs(inputs, read))
+    spec = load_mapping(mapping)
+    compiled = tuple(compile_mapping(spec, s.columns) for s in sources)
+    return Plan(sources, spec, compiled)
+
+
+async def check_credentials(client: ApiClient) -> dict[str, Any]:
+    """``GET /stream``: the cheapest way to know the token and ids are right."""
+    creds = client.credentials
+    try:
+        response = await client.get_stream()
+    except httpx.TransportError as exc:
+        raise FatalApiError(
+            f"cannot reach {creds.api_url} ({type(exc).__name__}: {exc}) — "
+            "check INSTASENT_API_URL and the network"
+        ) from None
+    if response.status_code == 401:
+        raise AuthError(auth_message(401, creds), 401)
+    if response.status_code == 404:
+        raise NotFoundError(auth_message(404, creds), 404)
+    if response.status_code != 200:
+        raise FatalApiError(
+            f"GET /stream answered HTTP {response.status_code}; try again later",
+            response.status_code,
+        )
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise FatalApiError("GET /stream answered 200 with a body that is not JSON") from None
+    return body if isinstance(body, dict) else {}
+
+
+class _Run:
+    """State of one run; all of it touched from the event loop's thread only."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        options: RunOptions,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.plan = plan
+        self.options = options
+        self.progress = progress
+        self.rejects_path = options.rejects_path or str(
+            default_rejects_path(plan.sources[0].path, plan.sources[0].format)
+        )
+        self._writer: RejectsWriter | None = None
+        self._schema: dict[str, Any] = {}
+        self.reconciler = Reconciler(
+            None, targets=plan.targets, max_rejects=options.max_rejects, on_limit=self._limit
+        )
+        self.uploader: Uploader | None = None
+        self.aborted: str | None = None
+        self._done_bytes = 0
+        self._phase = ""
+
+    # -- rejects file: created on the first reject, so a clean run leaves none behind ---------
+    def _ensure_writer(self) -> None:
+        if self._writer is not None:
+            return
+        first = self.plan.sources[0]
+        columns: list[str] = []
+        for s in self.plan.sources:
+            columns += [c for c in s.columns if c not in columns]
+        self._writer = open_rejects(
+            self.rejects_path,
+            source_columns=columns,
+            fmt=first.format,
+            delimiter=first.delimiter or ",",
+            source_schema=self._schema,
+            meta={
+                "run_id": self.plan.run_id,
+                "mapping": str(Path(self.plan.spec.path).resolve()),
+                "mapping_sha256": self.plan.spec.sha256,
+                "inputs": [s.path for s in self.plan.sources],
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "tool": f"instasent-import {__version__}",
+            },
+        )
+        self.reconciler.writer = self._writer
+
+    def _limit(self) -> None:
+        self.aborted = f"--max-rejects {self.options.max_rejects} reached"
+        if self.uploader is not None:
+            self.uploader.stop()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    # -- producing chunks --------------------------------------------------------------------
+    def _produce(
+        self, chunker: Chunker, skip: set[RowKey]
+    ) -> Generator[tuple[SourceBatch | None, MappedBatch | None, list[Chunk]], None, None]:
+        """Runs in a worker thread: read, map and chunk one source batch at a time."""
+        target = chunker.target
+        for source, compiled in zip(self.plan.sources, self.plan.compiled, strict=True):
+            for batch in iter_batches(source, self.options.read):
+                mapped = compiled.map_batch(batch)
+                items = mapped.items[target]
+                rows, keys, bodies = items.source_rows, items.keys, items.bodies
+                if skip:
+                    kept = [i for i, r in enumerate(rows) if (batch.source_file, r) not in skip]
+                    rows = [rows[i] for i in kept]
+                    keys = [keys[i] for i in kept]
+                    bodies = [bodies[i] for i in kept]
+                chunks = list(chunker.add(batch.source_file, rows, keys, bodies, batch.frame))
+                yield batch, mapped, chunks
+        yield None, None, list(chunker.flush())
+
+    def _account(
+        self, batch: SourceBatch | None, mapped: MappedBatch | None, first_pass: bool
+    ) -> None:
+        if batch is None or mapped is None:
+            return
+        if first_pass:
+            if not self._schema:
+                self._schema = dict(batch.frame.schema)
+            if batch.rejects or mapped.rejects:
+                self._ensure_writer()
+            self.reconciler.on_read(batch)
+            self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
+        self._done_bytes = max(self._done_bytes, batch.progress)
+        self._report_progress()
+
+    def _unsent(self, chunks: Iterable[Chunk]) -> None:
+        for chunk in chunks:
+            self.reconciler.on_unsent(chunk)
+
+    async def chunks(self, target: Target, first_pass: bool) -> AsyncIterator[Chunk]:
+        """Chunks of one target, with read/map outcomes reconciled on the way.
+
+        On a stop, everything already read is still accounted for (its chunks as unsent) and
+        nothing more is read.
+        """
+        self._phase = target
+        self._done_bytes = 0
+        chunker = Chunker(
+            target, max_items=self.options.batch_size, max_bytes=self.options.max_batch_bytes
+        )
+        skip = set(self.reconciler.dropped) if not first_pass else set()
+        produced = self._produce(chunker, skip)
+
+        def ahead() -> asyncio.Future[Any]:
+            return asyncio.ensure_future(asyncio.to_thread(next, produced, _END))
+
+        pending = ahead()
+        stopped = False
+        try:
+            while True:
+                item = await pending
+                if item is _END:
+                    break
+                batch, mapped, chunks = item
+                self._account(batch, mapped, first_pass)
+                if self._stopping:
+                    stopped = True
+                    self._unsent(chunks)
+                    break
+                pending = ahead()
+                for i, chunk in enumerate(chunks):
+                    if self._stopping:
+                        stopped = True
+                        self._unsent(chunks[i:])
+                        break
+                    yield chunk
+                if stopped:
+                    item = await pending  # the batch read ahead was read: account for it
+                    if item is not _END:
+                        batch, mapped, chunks = item
+                        self._account(batch, mapped, first_pass)
+                        self._unsent(chunks)
+                    break
+            if stopped:
+                self._unsent(chunker.flush())
+        finally:
+            if not pending.done():
+                await asyncio.wait([pending])
+            produced.close()
+
+    @property
+    def _stopping(self) -> bool:
+        return self.aborted is not None or (
+            self.uploader is not None and self.uploader.stopping
+        )
+
+    def on_result(self, result: ChunkResult) -> None:
+        if not all(o.ok for o in result.outcomes):
+            self._ensure_writer()
+        self.reconciler.on_result(result)
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        if self.progress is None:
+            return
+        t = self.reconciler.tally
+        total = sum(s.total for s in self.plan.sources)
+        unit = self.plan.sources[0].total_unit
+        self.progress(
+            Progress(self._phase, unit, self._done_bytes, total, t.rows_read, t.accepted,
+                     t.rejected)
+        )
+
+
+_END = object()
+
+
+async def arun_import(
+    inputs: Sequence[str],
+    mapping: str | Path,
+    credentials: Credentials,
+    options: RunOptions = RunOptions(),
+    *,
+    progress: ProgressCallback | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ImportReport:
+    """Import ``inputs`` with ``mapping``; returns the report (see ``ImportReport.exit_code``).
+
+    Raises UsageError (nothing sent) for unusable inputs or mapping, and FatalApiError when
+    the credential check fails (nothing sent). A 401/404 *during* the run does not raise: the
+    report says ``aborted`` and counts the rows never sent as ``not_attempted``.
+    """
+    plan = plan_import(inputs, mapping, options.read)
+    started = time.monotonic()
+    run = _Run(plan, options, progress)
+    client = ApiClient(
+        credentials,
+        timeout=options.timeout,
+        max_connections=max(options.upload.concurrency or options.upload.max_concurrency, 1),
+        transport=transport,
+    )
+    try:
+        if not options.dry_run:
+            await check_credentials(client)
+        stats = await _send_all(run, client, options)
+    finally:
+        await client.aclose()
+        run.close()
+    tally = run.reconciler.finish()
+    return ImportReport(
+        rows_read=tally.rows_read,
+        accepted=tally.accepted,
+        rejected=tally.rejected,
+        filtered=tally.filtered,
+        not_attempted=tally.not_attempted,
+        retryable_rejects=tally.retryable,
+        duplicates=tally.duplicates,
+        rejected_by_stage=dict(tally.by_stage),
+        rejected_by_code=dict(tally.by_code),
+        requests=stats.requests,
+        retries=stats.retries,
+        rate_limited=stats.rate_limited,
+        splits=stats.splits,
+        http_statuses=dict(stats.statuses),
+        items_sent=stats.items_sent,
+        duration_s=time.monotonic() - started,
+        rejects_path=run.rejects_path if run.reconciler.writer is not None else None,
+        aborted=run.aborted,
+        dry_run=options.dry_run,
+        inputs=tuple(s.path for s in plan.sources),
+        targets=plan.targets,
+        warnings=tuple(w.render(str(plan.spec.path)) for w in plan.compiled[0].warnings)
+        if plan.compiled
+        else (),
+    )
+
+
+async def _send_all(run: _Run, client: ApiClient, options: RunOptions) -> UploadStats:
+    if options.dry_run:
+        return await _dry_run(run, options)
+    uploader = Uploader(
+        client, options.upload, on_result=run.on_result, on_unsent=run.reconciler.on_unsent
+    )
+    run.uploader = uploader
+    for i, target in enumerate(run.plan.targets):
+        if run._stopping:
+            break
+        await uploader.run(run.chunks(target, first_pass=i == 0))
+    if uploader.fatal is not None and run.aborted is None:
+        status = uploader.fatal.status or 0
+        run.aborted = auth_message(status, client.credentials)
+    return uploader.stats
+
+
+async def _dry_run(run: _Run, options: RunOptions) -> UploadStats:
+    out = open(options.dry_run_output, "wb") if options.dry_run_output else None  # noqa: SIM115
+    try:
+        for i, target in enumerate(run.plan.targets):
+            async for chunk in run.chunks(target, first_pass=i == 0):
+                if out is not None:
+                    out.writelines(
+                        b'{"target":"%s","item":%s}\n' % (target.encode(), body)
+                        for body in chunk.bodies
+                    )
+                # Nothing is sent, so nothing is accepted: the rows are "not attempted"
+                # (counted once, in the first target's pass).
+                if i == 0:
+                    run.reconciler.on_unsent(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    return UploadStats()
+
+
+def run_import(
+    inputs: Sequence[str],
+    mapping: str | Path,
+    credentials: Credentials,
+    options: RunOptions = RunOptions(),
+    *,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Synchronous :func:`arun_import`."""
+    return asyncio.run(arun_import(inputs, mapping, credentials, options, progress=progress))

@@ -1,0 +1,111 @@
+"""The run's report: counts per outcome, per reject stage and code, per HTTP status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ABORTED = 1
+EXIT_USAGE = 2
+EXIT_REJECTS = 3
+EXIT_RETRYABLE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    rows_read: int
+    accepted: int
+    rejected: int
+    filtered: int
+    not_attempted: int
+    retryable_rejects: int
+    duplicates: int
+    rejected_by_stage: Mapping[str, int]
+    rejected_by_code: Mapping[str, int]
+    requests: int
+    retries: int
+    rate_limited: int
+    splits: int
+    http_statuses: Mapping[str, int]
+    items_sent: int
+    duration_s: float
+    rejects_path: str | None = None
+    aborted: str | None = None
+    dry_run: bool = False
+    inputs: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_read / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def mean_batch_fill(self) -> float:
+        """Items per request that got an answer for its items (what the rate limit buys)."""
+        answered = sum(n for s, n in self.http_statuses.items() if s in ("200", "202", "422"))
+        return self.items_sent / answered if answered else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """DESIGN.md: 0 clean · 1 aborted · 3 permanent rejects · 4 retryable rows left.
+
+        Retryable wins over permanent: ``retry`` is the next thing to run either way.
+        """
+        if self.aborted:
+            return EXIT_ABORTED
+        if self.retryable_rejects:
+            return EXIT_RETRYABLE
+        if self.rejected:
+            return EXIT_REJECTS
+        return EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rejected_by_stage"] = dict(self.rejected_by_stage)
+        data["rejected_by_code"] = dict(self.rejected_by_code)
+        data["http_statuses"] = dict(self.http_statuses)
+        data.update(
+            rows_per_s=round(self.rows_per_s, 1),
+            mean_batch_fill=round(self.mean_batch_fill, 2),
+            exit_code=self.exit_code,
+            duration_s=round(self.duration_s, 3),
+        )
+        return data
+
+
+def render(report: ImportReport) -> str:
+    """A plain table for stderr (readable in a cron log)."""
+    lines = [
+        f"{'rows read':<22}{report.rows_read:>12,}",
+        f"{'  accepted':<22}{report.accepted:>12,}",
+        f"{'  rejected':<22}{report.rejected:>12,}",
+        f"{'  filtered':<22}{report.filtered:>12,}",
+        f"{'  not attempted':<22}{report.not_attempted:>12,}",
+    ]
+    for stage, n in sorted(report.rejected_by_stage.items()):
+        lines.append(f"{'  rejected at ' + stage:<22}{n:>12,}")
+    for code, n in sorted(report.rejected_by_code.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+        lines.append(f"{'    ' + code:<22}{n:>12,}")
+    if report.duplicates:
+        lines.append(f"{'already there (dup)':<22}{report.duplicates:>12,}")
+    lines += [
+        f"{'requests':<22}{report.requests:>12,}",
+        f"{'  retries':<22}{report.retries:>12,}",
+        f"{'  429 (rate limited)':<22}{report.rate_limited:>12,}",
+        f"{'  split (400)':<22}{report.splits:>12,}",
+        f"{'http statuses':<22}"
+        + ", ".join(f"{k}: {v}" for k, v in sorted(report.http_statuses.items())),
+        f"{'mean batch fill':<22}{report.mean_batch_fill:>12.2f}",
+        f"{'duration':<22}{report.duration_s:>11.2f}s",
+        f"{'rows/s':<22}{report.rows_per_s:>12,.0f}",
+    ]
+    if report.dry_run:
+        lines.append("dry run: nothing was sent")
+    if report.rejects_path:
+        lines.append(f"rejects file: {report.rejects_path}")
+    if report.aborted:
+        lines.append(f"ABORTED: {report.aborted}")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The one function that gives an HTTP response its meaning (client.interpret)."""
+
+from __future__ import annotations
+
+import orjson
+
+from importer.client import Verdict, interpret, parse_rate
+
+KEYS = ["U1", "U2", "U3"]
+
+
+def _docs(items: list[dict[str, object]]) -> bytes:
+    ok = sum(1 for i in items if i["status"] == "success")
+    return orjson.dumps({"entity": {"successful": ok, "failed": len(items) - ok, "items": items}})
+
+
+def test_docs_envelope_maps_items_by_position() -> None:
+    body = _docs([
+        {"status": "success", "_user_id": "U1"},
+        {"status": "success", "_user_id": "U2", "duplicate": True},
+        {"status": "error", "_user_id": "U3", "errors": {"_email": ["Invalid format"]}},
+    ])
+    answer = interpret(202, {"x-request-id": "r-1"}, body, KEYS)
+    assert answer.verdict is Verdict.ITEMS
+    assert [o.ok for o in answer.items] == [True, True, False]
+    assert answer.items[1].duplicate
+    bad = answer.items[2]
+    assert (bad.code, bad.field, bad.retryable) == ("invalid_format", "_email", False)
+    assert bad.message == "_email: Invalid format"
+    assert answer.request_id == "r-1"
+
+
+def test_echoed_ids_win_when_the_order_disagrees() -> None:
+    body = _docs([
+        {"status": "error", "_user_id": "U3", "errors": {"_email": ["bad"]}},
+        {"status": "success", "_user_id": "U1"},
+        {"status": "success", "_user_id": "U2"},
+    ])
+    answer = interpret(202, {}, body, KEYS)
+    assert [o.ok for o in answer.items] == [True, True, False]
+
+
+def test_an_answer_that_cannot_be_matched_is_retried_not_guessed() -> None:
+    body = _docs([{"status": "success", "_user_id": "U1"}])  # 1 outcome for 3 items
+    assert interpret(202, {}, body, KEYS).verdict is Verdict.RETRY
+    assert interpret(202, {}, b"<html>", KEYS).verdict is Verdict.RETRY
+
+
+def test_422_is_items_all_failed() -> None:
+    body = _docs([
+        {"status": "error", "_user_id": k, "errors": {"_user_id": ["Required"]}} for k in KEYS
+    ])
+    answer = interpret(422, {}, body, KEYS)
+    assert answer.verdict is Verdict.ITEMS
+    assert not any(o.ok for o in answer.items)
+    assert {o.code for o in answer.items} == {"required"}
+
+
+def test_activepieces_envelope() -> None:
+    body = orjson.dumps({
+        "success": True, "entitiesSuccess": 2, "streamId": "s",
+        "accepted": [{"position": 0, "item": {}}, {"position": 2, "item": {}}],
+        "errors": [{"position": 1, "errors": {"_phone_mobile": ["Not international"]}}],
+    })
+    answer = interpret(202, {}, body, KEYS)
+    assert [o.ok for o in answer.items] == [True, False, True]
+    assert answer.items[1].field == "_phone_mobile"
+
+
+def test_activepieces_item_without_outcome_is_retryable() -> None:
+    body = orjson.dumps({"success": True, "accepted": [{"position": 0}], "errors": []})
+    answer = interpret(202, {}, body, KEYS)
+    assert answer.items[0].ok
+    assert all(o.retryable and not o.ok for o in answer.items[1:])
+
+
+def test_status_verdicts() -> None:
+    assert interpret(400, {}, b'{"message": "Body should be an array"}', KEYS).verdict is (
+        Verdict.SPLIT
+    )
+    assert interpret(400, {}, b'{"message": "x"}', KEYS).message == "x"
+    assert interpret(401, {}, b"{}", KEYS).verdict is Verdict.AUTH
+    assert interpret(404, {}, b"{}", KEYS).verdict is Verdict.NOT_FOUND
+    assert interpret(429, {}, b"", KEYS).verdict is Verdict.RATE
+    for status in (500, 502, 503, 504):
+        assert interpret(status, {}, b"", KEYS).verdict is Verdict.RETRY
+    assert interpret(403, {}, b"{}", KEYS).verdict is Verdict.FAILED
+
+
+def test_rate_headers_and_retry_after() -> None:
+    rate = parse_rate(
+        {
+            "x-ratelimit-limit": "600",
+            "x-ratelimit-remaining": "12",
+            "x-ratelimit-reset": "1700000060",
+            "retry-after": "3",
+        }
+    )
+    assert (rate.limit, rate.remaining, rate.reset) == (600, 12, 1700000060.0)
+    assert rate.retry_after == 3.0
+    http_date = parse_rate({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
+    assert http_date.retry_after == 10.0
+    assert parse_rate({"x-ratelimit-remaining": "lots"}).remaining is None

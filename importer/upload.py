@@ -97,15 +97,14 @@ class RatePacer:
             return min(self._blocked_until - now, MAX_RATE_WAIT)
         if self._remaining is None or self._reset is None or self._reset <= now:
             return 0.0  # nothing known, or the window is over: go
-        budget = self._remaining - self.inflight
-        if budget <= 0:
+        if self._remaining <= 0:
             self._blocked_until = now + min(self._reset - now, MAX_RATE_WAIT) + self._jit()
             return self._blocked_until - now
-        interval = (self._reset - now) / budget
         slot = max(now, self._next_slot)
         if slot > now:
             return slot - now
-        self._next_slot = slot + interval
+        self._next_slot = slot + (self._reset - now) / self._remaining
+        self._remaining -= 1  # spent locally now; the server's count catches up later
         return 0.0
 
     def _jit(self) -> float:
@@ -117,10 +116,15 @@ class RatePacer:
         if rate.remaining is None or rate.reset is None:
             return
         if self._reset is None or rate.reset > self._reset:
-            self._reset, self._remaining = rate.reset, rate.remaining
-        elif rate.reset == self._reset and self._remaining is not None:
-            # Responses overtake each other: the lowest count is the most recent truth.
-            self._remaining = min(self._remaining, rate.remaining)
+            # A new window: what the server says, less what is in flight and not yet counted.
+            self._reset = rate.reset
+            self._remaining = rate.remaining - self.inflight
+            self._next_slot = 0.0
+        elif rate.reset == self._reset:
+            # Responses overtake each other, and other clients share the budget: the lowest
+            # count is the safest truth.
+            local = self._remaining if self._remaining is not None else rate.remaining
+            self._remaining = min(local, rate.remaining)
 
     def failed(self) -> None:
         """A request ended without a response (transport error)."""
@@ -137,8 +141,8 @@ class RatePacer:
             wait = 1.0
         wait = min(max(wait, 0.0), MAX_RATE_WAIT) + self._jit()
         self._blocked_until = max(self._blocked_until, now + wait)
-        self._remaining = 0
-        self._reset = max(self._reset or 0.0, now + wait)
+        # What the window holds after the pause is learnt from the next response's headers.
+        self._remaining = self._reset = None
 
 
 class AdaptiveLimit:

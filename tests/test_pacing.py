@@ -1,0 +1,122 @@
+"""Rate pacing and adaptive concurrency, on a fake clock: nothing really sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+from importer.client import RateInfo
+from importer.upload import AdaptiveLimit, RatePacer, UploadSettings
+
+
+class FakeTime:
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _pacer(t: FakeTime) -> RatePacer:
+    return RatePacer(clock=t.clock, sleep=t.sleep, rng=random.Random(1), jitter=0.0)
+
+
+def test_requests_are_spread_over_what_is_left_of_the_window() -> None:
+    t = FakeTime()
+    pacer = _pacer(t)
+
+    async def go() -> list[float]:
+        await pacer.acquire()
+        pacer.done(RateInfo(limit=600, remaining=10, reset=t.now + 10))
+        starts = []
+        for _ in range(10):
+            await pacer.acquire()
+            starts.append(t.now)
+            pacer.done(RateInfo())  # answered, headers unchanged
+        return starts
+
+    starts = asyncio.run(go())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # 10 requests left for 10 s: about one a second, never a burst.
+    assert all(0.9 <= g <= 1.2 for g in gaps), gaps
+    assert starts[-1] - starts[0] <= 10.0
+
+
+def test_no_budget_left_waits_for_the_reset() -> None:
+    t = FakeTime()
+    pacer = _pacer(t)
+    reset = t.now + 7
+
+    async def go() -> None:
+        await pacer.acquire()
+        pacer.done(RateInfo(limit=5, remaining=0, reset=reset))
+        await pacer.acquire()
+
+    asyncio.run(go())
+    assert t.now >= reset
+
+
+def test_a_429_pauses_the_endpoint_and_retry_after_wins() -> None:
+    t = FakeTime()
+    pacer = _pacer(t)
+    start = t.now
+
+    async def go() -> None:
+        await pacer.acquire()
+        pacer.done(RateInfo(remaining=0, reset=start + 30, retry_after=2.0))
+        pacer.rate_limited(RateInfo(remaining=0, reset=start + 30, retry_after=2.0))
+        await pacer.acquire()
+
+    asyncio.run(go())
+    assert 2.0 <= t.now - start < 30
+
+
+def test_unknown_limits_do_not_slow_anything_down() -> None:
+    t = FakeTime()
+    pacer = _pacer(t)
+
+    async def go() -> None:
+        for _ in range(100):
+            await pacer.acquire()
+            pacer.done(RateInfo())
+
+    asyncio.run(go())
+    assert t.slept == []
+
+
+def test_adaptive_limit_grows_on_success_and_halves_on_429() -> None:
+    limit = AdaptiveLimit(UploadSettings(initial_concurrency=4, max_concurrency=16))
+
+    async def go() -> None:
+        for _ in range(200):
+            await limit.acquire()
+            await limit.release("ok")
+        assert limit.limit == 16
+        await limit.acquire()
+        await limit.release("throttled")
+        assert limit.limit == 8
+        await limit.acquire()
+        await limit.release("fault")
+        assert 7 <= limit.limit < 8
+
+    asyncio.run(go())
+
+
+def test_pinned_concurrency_does_not_move() -> None:
+    limit = AdaptiveLimit(UploadSettings(concurrency=3))
+
+    async def go() -> None:
+        await limit.acquire()
+        await limit.release("throttled")
+        for _ in range(50):
+            await limit.acquire()
+            await limit.release("ok")
+
+    asyncio.run(go())
+    assert limit.limit == 3

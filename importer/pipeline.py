@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -104,30 +105,42 @@ def plan_import(
     return Plan(sources, spec, compiled)
 
 
-async def check_credentials(client: ApiClient) -> dict[str, Any]:
-    """``GET /stream``: the cheapest way to know the token and ids are right."""
+async def check_credentials(
+    client: ApiClient, *, attempts: int = 3, backoff: float = 0.5
+) -> dict[str, Any]:
+    """``GET /stream``: the cheapest way to know the token and ids are right.
+
+    401/404 are final; 5xx, 429 and transport errors are tried ``attempts`` times.
+    """
     creds = client.credentials
-    try:
-        response = await client.get_stream()
-    except httpx.TransportError as exc:
-        raise FatalApiError(
-            f"cannot reach {creds.api_url} ({type(exc).__name__}: {exc}) — "
-            "check INSTASENT_API_URL and the network"
-        ) from None
-    if response.status_code == 401:
-        raise AuthError(auth_message(401, creds), 401)
-    if response.status_code == 404:
-        raise NotFoundError(auth_message(404, creds), 404)
-    if response.status_code != 200:
-        raise FatalApiError(
-            f"GET /stream answered HTTP {response.status_code}; try again later",
-            response.status_code,
-        )
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        raise FatalApiError("GET /stream answered 200 with a body that is not JSON") from None
-    return body if isinstance(body, dict) else {}
+    problem = ""
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            await asyncio.sleep(random.uniform(0, backoff * 2 ** (attempt - 2)))
+        try:
+            response = await client.get_stream()
+        except httpx.TransportError as exc:
+            problem = (
+                f"cannot reach {creds.api_url} ({type(exc).__name__}: {exc}) — "
+                "check INSTASENT_API_URL and the network"
+            )
+            continue
+        status = response.status_code
+        if status == 401:
+            raise AuthError(auth_message(401, creds), 401)
+        if status == 404:
+            raise NotFoundError(auth_message(404, creds), 404)
+        if status >= 500 or status == 429:
+            problem = f"GET /stream answered HTTP {status}; try again later"
+            continue
+        if status != 200:
+            raise FatalApiError(f"GET /stream answered HTTP {status}", status)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise FatalApiError("GET /stream answered 200 with a body that is not JSON") from None
+        return body if isinstance(body, dict) else {}
+    raise FatalApiError(f"{problem} (after {attempts} attempts)")
 
 
 class _Run:
@@ -332,7 +345,7 @@ async def arun_import(
     )
     try:
         if not options.dry_run:
-            await check_credentials(client)
+            await check_credentials(client, backoff=options.upload.backoff_base)
         stats = await _send_all(run, client, options)
     finally:
         await client.aclose()

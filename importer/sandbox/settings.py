@@ -30,6 +30,8 @@ class SandboxSettings:
     datasource: str = DEFAULT_DATASOURCE
     token: str = field(default=DEFAULT_TOKEN, repr=False)
     rate_limit: int | None = None  # requests per 60 s window per (datasource, endpoint)
+    # The window's length. 60 s is the API's; tests shorten it to cross a 429 window quickly.
+    rate_window_s: float = 60.0
     latency_ms: tuple[int, int] = (0, 0)  # uniform in [a, b]
     faults: FaultSettings = FaultSettings()
     seed: int = 0

@@ -15,8 +15,10 @@ Status → verdict (API.md §4, §6):
 
 from __future__ import annotations
 
+import collections
 import enum
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -246,6 +248,54 @@ def interpret(
     return verdict(Verdict.FAILED, f"HTTP {status}: {_message(content)}")
 
 
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """A pool of single-connection pools, one request on each at a time.
+
+    httpcore's pool re-scans every connection (and polls each idle socket) on every request
+    and response, so its cost per request grows with the pool size: with 16 connections that
+    bookkeeping was most of the client's CPU. Here each request takes a free shard, whose pool
+    holds one connection, and gives it back once the response is read. Responses are small
+    JSON bodies, so reading them before returning costs nothing.
+    """
+
+    def __init__(self, shards: int, *, verify: ssl.SSLContext | bool = True) -> None:
+        # One TLS context for all shards: building one loads the CA bundle (~40 ms each).
+        context = ssl.create_default_context() if verify is True else verify
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self._shards = [
+            httpx.AsyncHTTPTransport(limits=limits, verify=context) for _ in range(max(shards, 1))
+        ]
+        self._free = collections.deque(self._shards)
+        self._next = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._free:
+            shard, borrowed = self._free.popleft(), True
+        else:  # more callers than shards: queue on one, round robin
+            self._next = (self._next + 1) % len(self._shards)
+            shard, borrowed = self._shards[self._next], False
+        try:
+            response = await shard.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        finally:
+            if borrowed:
+                self._free.append(shard)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=content,
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+
 class ApiClient:
     """One keep-alive ``httpx.AsyncClient`` bound to a datasource. The token is only a header."""
 
@@ -267,10 +317,7 @@ class ApiClient:
                 "User-Agent": USER_AGENT,
             },
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
+            transport=transport or ShardedTransport(max_connections),
         )
 
     async def get_stream(self) -> httpx.Response:

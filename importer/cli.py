@@ -233,6 +233,12 @@ def _read_options(delimiter: str | None, encoding: str | None) -> ReadOptions:
               help="With --dry-run: write what would be sent as NDJSON.")
 @click.option("--sandbox", "use_sandbox", is_flag=True,
               help="Rehearse against an in-process sandbox on a loopback port.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Journal directory (default: $INSTASENT_STATE_DIR or .instasent-import).")
+@click.option("--resume", "resume", flag_value="resume", default=None,
+              help="Continue an unfinished run of the same inputs and mapping.")
+@click.option("--restart", "resume", flag_value="restart",
+              help="Start an unfinished run of the same inputs and mapping over.")
 def run(
     files: tuple[str, ...],
     mapping: str,
@@ -252,6 +258,8 @@ def run(
     dry_run: bool,
     dry_run_output: str | None,
     use_sandbox: bool,
+    state_dir: str | None,
+    resume: str | None,
 ) -> None:
     """Import FILES (CSV, Parquet, NDJSON; globs and directories too) with a mapping.
 
@@ -268,6 +276,8 @@ def run(
         rejects_path=rejects_path,
         dry_run=dry_run,
         dry_run_output=dry_run_output,
+        state_dir=state_dir,
+        resume="resume" if resume == "resume" else "restart" if resume == "restart" else None,
     )
     printer = _ProgressPrinter(quiet=quiet)
     with contextlib.ExitStack() as stack:
@@ -302,6 +312,62 @@ def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
         click.echo(render(report), err=True)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--mapping", "-m", required=True, type=click.Path(dir_okay=False),
+              help="The column-mapping YAML.")
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Print the first N payloads of each target exactly as they would be sent.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="How many problem rows to list.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the rows that would be rejected to this rejects file.")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: print the summary as JSON on stdout.")
+@click.option("--delimiter", default=None, help="CSV delimiter (default: detected).")
+@click.option("--encoding", default=None, help="Input encoding (default: detected).")
+def validate(
+    files: tuple[str, ...],
+    mapping: str,
+    sample: int,
+    top: int,
+    rejects_path: str | None,
+    output: str,
+    delimiter: str | None,
+    encoding: str | None,
+) -> None:
+    """Map and check FILES locally with a mapping; nothing is sent.
+
+    Prints rows read, valid, filtered and would-reject counts by code, the first problem
+    rows with their file and row, and --sample payloads. Exit codes: 0 clean · 2 bad
+    mapping or input · 3 rows would be rejected.
+    """
+    from importer.exceptions import MappingError, UsageError
+    from importer.validate import render_text, validate_files
+
+    try:
+        report = validate_files(
+            files, mapping, read=_read_options(delimiter, encoding), sample=sample, top=top,
+            rejects_path=rejects_path,
+        )
+    except UsageError as exc:
+        if output != "json":
+            raise
+        problems = exc.problems if isinstance(exc, MappingError) else ()
+        click.echo(json.dumps({
+            "error": str(exc).splitlines()[0],
+            "problems": [{"line": p.line, "severity": p.severity, "message": p.message}
+                         for p in problems],
+            "exit_code": exc.exit_code,
+        }, indent=2, ensure_ascii=False))
+        sys.exit(exc.exit_code)
+    if output == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(report))
+    sys.exit(report.exit_code)
 
 
 def main() -> None:

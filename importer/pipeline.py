@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import itertools
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
@@ -23,12 +25,14 @@ from typing import Any
 
 import httpx
 import orjson
+import polars as pl
 
 from importer import __version__
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.exceptions import AuthError, FatalApiError, NotFoundError
+from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
     CompiledMapping,
     MappedBatch,
@@ -36,10 +40,11 @@ from importer.mapping import (
     compile_mapping,
     load_mapping,
 )
-from importer.reconcile import Reconciler, RowKey
-from importer.records import SourceBatch
+from importer.reconcile import Reconciler
+from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
+from importer.resume import Earlier, ResumeMode, prepare
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
 
@@ -55,6 +60,9 @@ class RunOptions:
     rejects_path: str | None = None
     dry_run: bool = False
     dry_run_output: str | None = None  # NDJSON of what would be sent
+    # The journal's directory; None: $INSTASENT_STATE_DIR, else .instasent-import/
+    state_dir: str | None = None
+    resume: ResumeMode | None = None  # what to do with an unfinished run of the same inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +159,15 @@ class _Run:
         plan: Plan,
         options: RunOptions,
         progress: ProgressCallback | None,
+        earlier: Earlier = Earlier(),
+        journal: Journal | None = None,
     ) -> None:
         self.plan = plan
         self.options = options
         self.progress = progress
-        self.rejects_path = options.rejects_path or str(
+        self.earlier = earlier
+        self.journal = journal
+        self.rejects_path = options.rejects_path or earlier.rejects_path or str(
             default_rejects_path(plan.sources[0].path, plan.sources[0].format)
         )
         self._writer: RejectsWriter | None = None
@@ -182,6 +194,7 @@ class _Run:
             fmt=first.format,
             delimiter=first.delimiter or ",",
             source_schema=self._schema,
+            append=bool(self.earlier),
             meta={
                 "run_id": self.plan.run_id,
                 "mapping": str(Path(self.plan.spec.path).resolve()),
@@ -203,28 +216,35 @@ class _Run:
             self._writer.close()
 
     # -- producing chunks --------------------------------------------------------------------
-    def _produce(
-        self, chunker: Chunker, skip: set[RowKey]
-    ) -> Generator[tuple[SourceBatch | None, MappedBatch | None, list[Chunk]], None, None]:
+    def _produce(self, chunker: Chunker, first_pass: bool) -> Generator[_Produced, None, None]:
         """Runs in a worker thread: read, map and chunk one source batch at a time."""
         target = chunker.target
+        two_targets = len(self.plan.targets) > 1
         for source, compiled in zip(self.plan.sources, self.plan.compiled, strict=True):
-            for batch in iter_batches(source, self.options.read):
-                mapped = compiled.map_batch(batch)
-                items = mapped.items[target]
-                rows, keys, bodies = items.source_rows, items.keys, items.bodies
-                if skip:
-                    kept = [i for i, r in enumerate(rows) if (batch.source_file, r) not in skip]
-                    rows = [rows[i] for i in kept]
-                    keys = [keys[i] for i in kept]
-                    bodies = [bodies[i] for i in kept]
-                chunks = list(chunker.add(batch.source_file, rows, keys, bodies, batch.frame))
-                yield batch, mapped, chunks
-        yield None, None, list(chunker.flush())
+            for whole in iter_batches(source, self.options.read):
+                for batch in _by_origin(whole):
+                    batch, skipped = _without(batch, self.earlier.done.get(batch.source_file))
+                    mapped = compiled.map_batch(batch)
+                    items = mapped.items[target]
+                    rows, keys, bodies = items.source_rows, items.keys, items.bodies
+                    if first_pass and two_targets:
+                        acked = self.earlier.first_target_acked.get(batch.source_file)
+                    else:
+                        dropped = self.reconciler.dropped.get(batch.source_file)
+                        acked = pl.Series(list(dropped), dtype=pl.Int64) if dropped else None
+                    before = len(rows)
+                    if acked is not None and len(acked) and rows:
+                        keep = (~pl.Series(rows, dtype=pl.Int64).is_in(acked)).to_list()
+                        rows = list(itertools.compress(rows, keep))
+                        keys = list(itertools.compress(keys, keep))
+                        bodies = list(itertools.compress(bodies, keep))
+                    earlier_first = before - len(rows) if first_pass else 0
+                    chunks = list(chunker.add(batch.source_file, rows, keys, bodies, batch.frame))
+                    yield _Produced(batch, mapped, chunks, skipped, earlier_first)
+        yield _Produced(None, None, list(chunker.flush()))
 
-    def _account(
-        self, batch: SourceBatch | None, mapped: MappedBatch | None, first_pass: bool
-    ) -> None:
+    def _account(self, produced: _Produced, first_pass: bool) -> None:
+        batch, mapped = produced.batch, produced.mapped
         if batch is None or mapped is None:
             return
         if first_pass:
@@ -233,6 +253,8 @@ class _Run:
             if batch.rejects or mapped.rejects:
                 self._ensure_writer()
             self.reconciler.on_read(batch)
+            self.reconciler.tally.rows_read += produced.skipped
+            self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
             self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
@@ -252,8 +274,7 @@ class _Run:
         chunker = Chunker(
             target, max_items=self.options.batch_size, max_bytes=self.options.max_batch_bytes
         )
-        skip = set(self.reconciler.dropped) if not first_pass else set()
-        produced = self._produce(chunker, skip)
+        produced = self._produce(chunker, first_pass)
 
         def ahead() -> asyncio.Future[Any]:
             return asyncio.ensure_future(asyncio.to_thread(next, produced, _END))
@@ -265,8 +286,8 @@ class _Run:
                 item = await pending
                 if item is _END:
                     break
-                batch, mapped, chunks = item
-                self._account(batch, mapped, first_pass)
+                self._account(item, first_pass)
+                chunks = item.chunks
                 if self._stopping:
                     stopped = True
                     self._unsent(chunks)
@@ -281,9 +302,8 @@ class _Run:
                 if stopped:
                     item = await pending  # the batch read ahead was read: account for it
                     if item is not _END:
-                        batch, mapped, chunks = item
-                        self._account(batch, mapped, first_pass)
-                        self._unsent(chunks)
+                        self._account(item, first_pass)
+                        self._unsent(item.chunks)
                     break
             if stopped:
                 self._unsent(chunker.flush())
@@ -301,6 +321,15 @@ class _Run:
     def on_result(self, result: ChunkResult) -> None:
         if not all(o.ok for o in result.outcomes):
             self._ensure_writer()
+        if self.journal is not None:
+            ok = [o.ok for o in result.outcomes]
+            chunk = result.chunk
+            self.journal.record(
+                self.plan.run_id,
+                chunk.target,
+                itertools.compress(chunk.files, ok),
+                itertools.compress(chunk.rows, ok),
+            )
         self.reconciler.on_result(result)
         self._report_progress()
 
@@ -317,6 +346,42 @@ class _Run:
 
 
 _END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Produced:
+    """One source batch, read, mapped and chunked (or the last chunk of a pass)."""
+
+    batch: SourceBatch | None
+    mapped: MappedBatch | None
+    chunks: list[Chunk]
+    skipped: int = 0  # rows finished by an earlier invocation (resume)
+    earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
+
+
+def _by_origin(batch: SourceBatch) -> list[SourceBatch]:
+    """Split a batch whose rows come from several original files (a re-imported rejects
+    file): row numbers are unique only within one original file."""
+    origins = batch.frame[SOURCE_FILE]
+    if origins.n_unique() <= 1 and (batch.frame.height == 0 or origins[0] == batch.source_file):
+        return [batch]
+    parts = batch.frame.partition_by(SOURCE_FILE, maintain_order=True)
+    out = []
+    for i, part in enumerate(parts):
+        rejects = batch.rejects if i == 0 else ()
+        out.append(SourceBatch(str(part[SOURCE_FILE][0]), part, rejects, batch.progress))
+    return out or [batch]
+
+
+def _without(batch: SourceBatch, done: pl.Series | None) -> tuple[SourceBatch, int]:
+    """Drop the rows an earlier invocation finished; returns the batch and how many."""
+    if done is None or not len(done):
+        return batch, 0
+    frame = batch.frame.filter(~pl.col(SOURCE_ROW).is_in(done.implode()))
+    finished = set(done.filter(done.is_in([r.source_row for r in batch.rejects])).to_list())
+    rejects = tuple(r for r in batch.rejects if r.source_row not in finished)
+    skipped = batch.rows_read - frame.height - len(rejects)
+    return SourceBatch(batch.source_file, frame, rejects, batch.progress), skipped
 
 
 async def arun_import(
@@ -336,7 +401,12 @@ async def arun_import(
     """
     plan = plan_import(inputs, mapping, options.read)
     started = time.monotonic()
-    run = _Run(plan, options, progress)
+    journal = None
+    earlier = Earlier()
+    if not options.dry_run:
+        journal = Journal(
+            options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+        )
     client = ApiClient(
         credentials,
         timeout=options.timeout,
@@ -346,11 +416,21 @@ async def arun_import(
     try:
         if not options.dry_run:
             await check_credentials(client, backoff=options.upload.backoff_base)
-        stats = await _send_all(run, client, options)
+        if journal is not None:
+            earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
+                              options.resume)
+        run = _Run(plan, options, progress, earlier, journal)
+        try:
+            stats = await _send_all(run, client, options)
+        finally:
+            run.close()
+        tally = run.reconciler.finish()
+        if journal is not None:
+            journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
     finally:
         await client.aclose()
-        run.close()
-    tally = run.reconciler.finish()
+        if journal is not None:
+            journal.close()
     return ImportReport(
         rows_read=tally.rows_read,
         accepted=tally.accepted,
@@ -371,12 +451,27 @@ async def arun_import(
         rejects_path=run.rejects_path if run.reconciler.writer is not None else None,
         aborted=run.aborted,
         dry_run=options.dry_run,
+        skipped_done=tally.skipped_done,
+        resumed=bool(earlier),
+        run_id=plan.run_id,
         inputs=tuple(s.path for s in plan.sources),
         targets=plan.targets,
         warnings=tuple(w.render(str(plan.spec.path)) for w in plan.compiled[0].warnings)
         if plan.compiled
         else (),
     )
+
+
+def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
+    first = plan.sources[0]
+    return {
+        "inputs": [s.path for s in plan.sources],
+        "mapping": str(Path(plan.spec.path).resolve()),
+        "mapping_sha256": plan.spec.sha256,
+        "rejects_path": options.rejects_path
+        or str(default_rejects_path(first.path, first.format)),
+        "targets": list(plan.targets),
+    }
 
 
 async def _send_all(run: _Run, client: ApiClient, options: RunOptions) -> UploadStats:

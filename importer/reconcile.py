@@ -2,7 +2,9 @@
 
 Every row read ends in exactly one bucket, each tallied where it happens:
 
-    rows_read == accepted + rejected + filtered + not_attempted
+    rows_read == accepted + rejected + filtered + not_attempted + skipped_done
+
+(``skipped_done``: rows a resumed run found already acknowledged or already rejected.)
 
 ``finish`` checks that equation; a mismatch is a bug and fails the run loudly
 (:class:`InternalError`), because the promise of the tool is that no row goes missing.
@@ -37,14 +39,20 @@ class Tally:
     rejected: int = 0
     filtered: int = 0
     not_attempted: int = 0
+    skipped_done: int = 0
     retryable: int = 0
     duplicates: int = 0
     by_stage: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
 
     def balanced(self) -> bool:
-        total = self.accepted + self.rejected + self.filtered + self.not_attempted
-        return self.rows_read == total
+        return self.rows_read == self.accounted
+
+    @property
+    def accounted(self) -> int:
+        return (
+            self.accepted + self.rejected + self.filtered + self.not_attempted + self.skipped_done
+        )
 
 
 def _values_of(
@@ -84,8 +92,8 @@ class Reconciler:
         self.limit_reached = False
         # Rows whose contact was accepted and whose event is still to come (two-target runs).
         self.pending = 0
-        # Rows rejected in the contacts phase: their events must not be sent.
-        self.dropped: set[RowKey] = set()
+        # Rows rejected in the contacts phase, per file: their events must not be sent.
+        self.dropped: dict[str, set[int]] = {}
 
     # -- reading and mapping ------------------------------------------------------------
     def on_read(self, batch: SourceBatch) -> None:
@@ -95,6 +103,12 @@ class Reconciler:
     def on_mapped(self, rejects: Iterable[Reject], filtered: int) -> None:
         self.tally.filtered += filtered
         self._reject(rejects)
+
+    def on_skipped(self, done: int, first_target_done: int) -> None:
+        """A resumed run met rows finished before (``done``), and rows whose first target
+        was acknowledged before (``first_target_done``: they await their event)."""
+        self.tally.skipped_done += done
+        self.pending += first_target_done
 
     # -- the API's answers ----------------------------------------------------------------
     def on_result(self, result: ChunkResult) -> None:
@@ -129,7 +143,7 @@ class Reconciler:
         rejects = []
         for (i, outcome), key in zip(failed, keys, strict=True):
             if chunk.target != self.final_target:
-                self.dropped.add(key)
+                self.dropped.setdefault(key[0], set()).add(key[1])
             stage: RejectStage = "transport" if outcome.code in _TRANSPORT_CODES else "api"
             rejects.append(
                 Reject(
@@ -179,7 +193,7 @@ class Reconciler:
             raise InternalError(
                 "accounting invariant broken (a bug — please report it): "
                 f"rows_read={t.rows_read} but accepted={t.accepted} + rejected={t.rejected} "
-                f"+ filtered={t.filtered} + not_attempted={t.not_attempted} = "
-                f"{t.accepted + t.rejected + t.filtered + t.not_attempted}"
+                f"+ filtered={t.filtered} + not_attempted={t.not_attempted} "
+                f"+ skipped_done={t.skipped_done} = {t.accounted}"
             )
         return self.tally

@@ -63,6 +63,23 @@ def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
         fh.write("\n")
 
 
+def _drop_partial_line(path: Path) -> None:
+    """A run killed mid-write can leave half a line; cut it so appended lines stay whole."""
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _read_parquet_or_none(path: Path) -> pl.DataFrame | None:
+    """A Parquet file is only readable once closed; a killed run's file is started afresh
+    (its rows were never journaled as done, so they are processed again)."""
+    try:
+        return pl.read_parquet(path)
+    except Exception:  # polars raises several types for a truncated file
+        return None
+
+
 def _reject_fields(r: Reject) -> list[Any]:
     return [
         r.source_file,
@@ -112,10 +129,12 @@ class RejectsWriter:
         self._schema = dict(source_schema or {})
         self._closed = False
         resume = append and self.path.exists() and self.path.stat().st_size > 0
+        if resume and fmt != "parquet":
+            _drop_partial_line(self.path)
         self._fd = _open_private(self.path, append=append)
         if fmt == "parquet":
             self._parquet: pq.ParquetWriter | None = None
-            self._earlier = pl.read_parquet(self.path) if resume else None
+            self._earlier = _read_parquet_or_none(self.path) if resume else None
         elif fmt == "csv":
             self._text = os.fdopen(self._fd, "w", encoding="utf-8-sig" if not resume else "utf-8",
                                    newline="")

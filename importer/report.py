@@ -34,6 +34,9 @@ class ImportReport:
     rejects_path: str | None = None
     aborted: str | None = None
     dry_run: bool = False
+    skipped_done: int = 0  # a resumed run: rows finished by an earlier invocation
+    resumed: bool = False
+    run_id: str = ""
     inputs: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -85,6 +88,8 @@ def render(report: ImportReport) -> str:
         f"{'  filtered':<22}{report.filtered:>12,}",
         f"{'  not attempted':<22}{report.not_attempted:>12,}",
     ]
+    if report.resumed:
+        lines.append(f"{'  done before (resume)':<22}{report.skipped_done:>12,}")
     for stage, n in sorted(report.rejected_by_stage.items()):
         lines.append(f"{'  rejected at ' + stage:<22}{n:>12,}")
     for code, n in sorted(report.rejected_by_code.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:

@@ -52,6 +52,13 @@ def _app_kwargs(overrides: dict[str, Any]) -> dict[str, Any]:
     return {key: overrides.pop(key) for key in ("clock", "sleep") if key in overrides}
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own journal directory instead of ./.instasent-import."""
+    monkeypatch.setenv("INSTASENT_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -1,0 +1,101 @@
+"""What an interrupted run already did, and the decision to resume or restart.
+
+A re-run of the same inputs with the same mapping after a crash could mean "continue" or
+"send it all again" (say, the datasource was wiped): only the user knows, and a wrong guess
+either silently skips rows or silently repeats hours of work. So the importer asks: without
+``--resume`` or ``--restart`` it stops with exit code 2 and says what it found.
+
+Rows done before are those the journal has as acknowledged for the run's last target, plus
+the rows already in the run's rejects file (the file itself is their record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from importer.exceptions import ImporterError, UsageError
+from importer.journal import Journal, RunRecord
+from importer.records import SOURCE_FILE, SOURCE_ROW
+from importer.sources import ReadOptions, iter_batches, resolve_inputs
+
+ResumeMode = Literal["resume", "restart"]
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """Rows an earlier invocation of this run finished, per source file."""
+
+    done: Mapping[str, pl.Series] = field(default_factory=dict)
+    first_target_acked: Mapping[str, pl.Series] = field(default_factory=dict)
+    rejects_path: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.done or self.first_target_acked or self.rejects_path)
+
+
+def unfinished_message(record: RunRecord, acked: int) -> str:
+    return (
+        f"an unfinished run of these inputs with this mapping exists (run {record.run_id}, "
+        f"started {record.started}, status {record.status}, {acked:,} rows acknowledged). "
+        "Re-run with --resume to continue it (rows already acknowledged or rejected are "
+        "skipped, rejects are appended to the same file), or --restart to start over"
+    )
+
+
+def rows_in_rejects(path: str) -> dict[str, pl.Series]:
+    """``(_source_file, _source_row)`` of every row a rejects file holds, per source file."""
+    if not Path(path).exists():
+        return {}
+    try:
+        (source,) = resolve_inputs([path], ReadOptions())
+        parts = [
+            b.frame.select(SOURCE_FILE, SOURCE_ROW) for b in iter_batches(source, ReadOptions())
+        ]
+    except ImporterError:
+        return {}  # unreadable (a Parquet file cut short by a kill): its rows are redone
+    if not parts:
+        return {}
+    frame = pl.concat(parts).drop_nulls()
+    return {
+        str(key[0]): group[SOURCE_ROW]
+        for key, group in frame.group_by(SOURCE_FILE, maintain_order=True)
+    }
+
+
+def _merge(a: Mapping[str, pl.Series], b: Mapping[str, pl.Series]) -> dict[str, pl.Series]:
+    out = dict(a)
+    for name, rows in b.items():
+        out[name] = pl.concat([out[name], rows]).unique() if name in out else rows
+    return out
+
+
+def prepare(
+    journal: Journal,
+    run_id: str,
+    meta: Mapping[str, object],
+    targets: tuple[str, ...],
+    mode: ResumeMode | None,
+) -> Earlier:
+    """Start the run in the journal; return what an earlier invocation finished."""
+    record = journal.get(run_id)
+    unfinished = record is not None and record.status != "finished"
+    if unfinished and mode is None:
+        assert record is not None
+        acked = sum(len(s) for s in journal.acked(run_id, targets[-1]).values())
+        raise UsageError(unfinished_message(record, acked))
+    if not (unfinished and mode == "resume"):
+        journal.start(run_id, meta, resume=False)
+        return Earlier()
+    assert record is not None
+    journal.start(run_id, meta, resume=True)
+    rejects_path = str(record.meta.get("rejects_path") or "") or None
+    done = journal.acked(run_id, targets[-1])
+    if rejects_path:
+        done = _merge(done, rows_in_rejects(rejects_path))
+    first = journal.acked(run_id, targets[0]) if len(targets) > 1 else {}
+    return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path)

@@ -1,0 +1,32 @@
+"""The mapping language: a YAML file that says how an export's columns become API items.
+
+Closed by design: column, constant, template, hash and coalesce sources, a fixed set of types
+and transforms, row filters; nothing in a mapping is ever executed. ``docs/mapping.md`` is the
+user guide.
+
+    spec = load_mapping("mappings/contacts.yaml")        # MappingError lists every problem
+    compiled = compile_mapping(spec, source.columns)      # checks columns against the header
+    mapped = compiled.map_batch(batch)                    # items per target, rejects, filtered
+
+Modules: ``_yaml`` (YAML with line numbers), ``shapes`` (the YAML shape, pydantic),
+``load`` (load_mapping: every problem at once), ``rules`` (Instasent's rules per target),
+``options`` (type options), ``spec`` (the frozen result), ``casts`` (polars expressions per
+type), ``phone`` (E.164), ``engine`` (compile, map, serialise).
+"""
+
+from importer.mapping.engine import CompiledMapping, MappedBatch, MappedItems, compile_mapping
+from importer.mapping.load import load_mapping, parse_mapping
+from importer.mapping.spec import FieldSpec, MappingSpec, NestedSpec, TargetSpec
+
+__all__ = [
+    "CompiledMapping",
+    "FieldSpec",
+    "MappedBatch",
+    "MappedItems",
+    "MappingSpec",
+    "NestedSpec",
+    "TargetSpec",
+    "compile_mapping",
+    "load_mapping",
+    "parse_mapping",
+]

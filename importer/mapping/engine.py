@@ -1,0 +1,474 @@
+"""Compile a mapping against a file's header, then map batches: items, rejects, filtered rows.
+
+A batch goes through vectorised passes, each materialised because polars evaluates a shared
+sub-expression again at every use inside one ``with_columns``:
+
+1. *prepare*: each field's source, blank cells as null, transforms, trimming;
+2. *lookups*: phone numbers and JSON cells resolved once per distinct value;
+3. *members*: each field as its JSON object member text ``"name":value`` (``""`` when the
+   input is present but invalid);
+4. one ``select``: the first error code of the row, and each target's key and body, built by
+   string concatenation into the exact bytes sent to the API.
+
+Rows with an error code become one ``map`` reject each (messages are built for those rows
+only); skipped rows are only counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+import polars as pl
+
+from importer.exceptions import MappingError, MappingProblem
+from importer.mapping import phone
+from importer.mapping.casts import (
+    ERROR_CODES,
+    apply_transforms,
+    as_text,
+    json_lookup,
+    native_json,
+    needs_text,
+    normalise_text,
+    source_expr,
+    typed,
+)
+from importer.mapping.messages import REMEDY, describe_source, expectation, problem_text
+from importer.mapping.options import did_you_mean
+from importer.mapping.spec import (
+    CONTACT_RESERVED,
+    SYSTEM_MANAGED,
+    CoalesceSource,
+    ColumnSource,
+    FieldSpec,
+    HashSource,
+    MappingSpec,
+    NestedSpec,
+    SkipRule,
+    TargetName,
+    TargetSpec,
+    TemplateSource,
+    ValueSource,
+)
+from importer.records import RESERVED_SOURCE_COLUMNS, SOURCE_ROW, Reject, SourceBatch
+
+_PREFIX = "__instasent_map__"  # internal column names; a source column may not start with it
+_KEY_FIELD: dict[str, str] = {"contacts": "_user_id", "events": "_event_id"}
+
+@dataclass(frozen=True, slots=True)
+class MappedItems:
+    """One target's valid items from one batch, in source order."""
+
+    target: TargetName
+    source_rows: Sequence[int]
+    keys: Sequence[str]
+    bodies: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class MappedBatch:
+    source_file: str
+    items: Mapping[str, MappedItems]
+    rejects: tuple[Reject, ...]
+    filtered_rows: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A field with its position (for internal column names) and dotted name."""
+
+    index: int
+    field: FieldSpec
+    path: str
+
+    def col(self, kind: str) -> str:
+        return f"{_PREFIX}{kind}{self.index}"
+
+
+def is_reserved(column: str) -> bool:
+    return column in RESERVED_SOURCE_COLUMNS or column.startswith("_reject_")
+
+
+# ---------------------------------------------------------------- compile
+
+
+def compile_mapping(
+    spec: MappingSpec, columns: Sequence[str], *, source: str | None = None
+) -> CompiledMapping:
+    """Bind ``spec`` to a file's header; raise :class:`MappingError` on unknown columns."""
+    checker = _HeaderCheck(spec, columns, source)
+    pass_through: dict[str, tuple[str, ...]] = {
+        t.target: checker.pass_through(t) for t in spec.targets
+    }
+    checker.references()
+    if any(p.severity == "error" for p in checker.problems):
+        raise MappingError(spec.path, sorted(checker.problems, key=lambda p: p.line))
+    warnings = (*spec.warnings, *checker.problems)
+    return CompiledMapping(spec, tuple(columns), pass_through, warnings)
+
+
+class _HeaderCheck:
+    def __init__(self, spec: MappingSpec, columns: Sequence[str], source: str | None) -> None:
+        self.spec = spec
+        self.columns = list(columns)
+        self.available = [c for c in columns if not is_reserved(c)]
+        self.where = f" of {source}" if source else ""
+        self.problems: list[MappingProblem] = []
+        for column in columns:
+            if column.startswith(_PREFIX):
+                self.error(f"column {column!r} uses a name reserved for the importer's own "
+                           "work; rename it in the file", 0)
+
+    def error(self, message: str, line: int) -> None:
+        self.problems.append(MappingProblem(message, line))
+
+    def warn(self, message: str, line: int) -> None:
+        self.problems.append(MappingProblem(message, line, "warning"))
+
+    def references(self) -> None:
+        for column, line in _references(self.spec):
+            self.check(column, line)
+
+    def check(self, column: str, line: int) -> None:
+        if is_reserved(column):
+            self.error(f"column {column!r} is added by the importer (source position or reject "
+                       "details) and cannot be mapped; map a column of the export instead", line)
+        elif column not in self.columns:
+            hint = did_you_mean(column, self.available)
+            self.error(f"column {column!r} is not in the header{self.where}{hint}; the header "
+                       f"has: {_short_list(self.available)}", line)
+
+    def pass_through(self, target: TargetSpec) -> tuple[str, ...]:
+        spec = target.pass_through
+        if spec is None:
+            return ()
+        used = {c for f in target.leaves() for c in f.columns}
+        names = {f.name for f in target.leaves()}
+        for name in spec.exclude:
+            if name not in self.columns:
+                self.warn(f"custom_attributes exclude lists {name!r}, which is not in the "
+                          f"header{self.where}{did_you_mean(name, self.available)}", spec.line)
+        out: list[str] = []
+        for column in self.available:
+            if column in used or column in spec.exclude:
+                continue
+            if column in names:
+                self.warn(f"column {column!r} is not passed through by all_other_columns: a "
+                          "field already has that name", spec.line)
+                continue
+            if not self._pass_through_name_ok(column, spec.line):
+                continue
+            out.append(column)
+        return tuple(out)
+
+    def _pass_through_name_ok(self, column: str, line: int) -> bool:
+        if column in SYSTEM_MANAGED:
+            self.error(f"column {column!r} would be sent by all_other_columns, but Instasent "
+                       "manages it; add it to `exclude:`", line)
+            return False
+        if column.startswith("_") and column not in CONTACT_RESERVED:
+            self.warn(f"column {column!r} starts with '_' and would be sent as a reserved "
+                      "attribute Instasent may not define; exclude or rename it", line)
+        return True
+
+
+def _references(spec: MappingSpec) -> list[tuple[str, int]]:
+    refs: list[tuple[str, int]] = [(rule.column, rule.line) for rule in spec.skip_if]
+    for target in spec.targets:
+        for field in target.leaves():
+            source = field.source
+            if isinstance(source, ColumnSource):
+                refs.append((source.column, source.line or field.line))
+            elif isinstance(source, TemplateSource):
+                refs.extend((c, source.line) for c in source.columns)
+            elif isinstance(source, HashSource | CoalesceSource):
+                refs.extend(zip(source.columns, source.lines, strict=True))
+    return refs
+
+
+def _short_list(columns: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(columns[:limit])
+    return shown + (f", … ({len(columns)} in all)" if len(columns) > limit else "")
+
+
+# ---------------------------------------------------------------- map
+
+
+class CompiledMapping:
+    """A mapping bound to one file's header; :meth:`map_batch` does the per-row work."""
+
+    def __init__(
+        self,
+        spec: MappingSpec,
+        columns: tuple[str, ...],
+        pass_through: Mapping[str, tuple[str, ...]],
+        warnings: Sequence[MappingProblem],
+    ) -> None:
+        self.spec = spec
+        self.columns = columns
+        self.targets: tuple[TargetName, ...] = tuple(t.target for t in spec.targets)
+        self.warnings: tuple[MappingProblem, ...] = tuple(warnings)
+        self._pass_through = dict(pass_through)
+        self._leaves: dict[str, list[_Leaf]] = {}
+        index = 0
+        for target in spec.targets:
+            leaves = self._leaves.setdefault(target.target, [])
+            for item in target.fields:
+                nested = isinstance(item, NestedSpec)
+                for field in item.fields if isinstance(item, NestedSpec) else (item,):
+                    path = f"{item.name}.{field.name}" if nested else item.name
+                    leaves.append(_Leaf(index, field, path))
+                    index += 1
+
+    @property
+    def leaves(self) -> list[_Leaf]:
+        return [leaf for t in self.targets for leaf in self._leaves[t]]
+
+    def map_batch(self, batch: SourceBatch) -> MappedBatch:
+        frame, filtered = _apply_skip(batch.frame, self.spec.skip_if)
+        schema = frame.schema
+        work = _evaluate(frame, self.leaves)
+        outputs = [pl.col(SOURCE_ROW), pl.coalesce([_error(leaf) for leaf in self.leaves])
+                   .alias(_CODE)]
+        for target in self.spec.targets:
+            outputs += self._outputs(target, schema)
+        done = work.select(outputs)
+        failed = done[_CODE].is_not_null()
+        good = done.filter(~failed)
+        rows = good[SOURCE_ROW].to_list()
+        items: dict[str, MappedItems] = {
+            t: MappedItems(t, rows, good[_col("key", t)].to_list(),
+                           good[_col("body", t)].to_list())
+            for t in self.targets
+        }
+        rejects = self._rejects(work.filter(failed), schema, batch.source_file)
+        return MappedBatch(batch.source_file, items, rejects, filtered)
+
+    # -- valid rows
+
+    def _outputs(self, target: TargetSpec, schema: pl.Schema) -> list[pl.Expr]:
+        leaves = {leaf.path: leaf for leaf in self._leaves[target.target]}
+        values = {path: pl.col(leaf.col("v")) for path, leaf in leaves.items()}
+        body = _body(target, values, self._pass_through[target.target], schema,
+                     self.spec.send_nulls)
+        key = pl.col(leaves[_KEY_FIELD[target.target]].col("p")).cast(pl.String)
+        return [key.alias(_col("key", target.target)),
+                body.cast(pl.Binary).alias(_col("body", target.target))]
+
+    # -- rejected rows
+
+    def _rejects(
+        self, bad: pl.DataFrame, schema: pl.Schema, source_file: str
+    ) -> tuple[Reject, ...]:
+        if bad.height == 0:
+            return ()
+        leaves = self.leaves
+        bad = bad.with_columns([_error(leaf).alias(leaf.col("e")) for leaf in leaves])
+        message = pl.concat_str(
+            [problem_text(leaf.field, leaf.path, pl.col(leaf.col("e")), schema)
+             for leaf in _distinct(leaves)],
+            separator="; ",
+            ignore_nulls=True,
+        )
+        first_field = pl.coalesce(
+            [pl.when(pl.col(leaf.col("e")).is_not_null()).then(pl.lit(leaf.path))
+             for leaf in leaves]
+        )
+        details = bad.select(
+            pl.col(SOURCE_ROW),
+            pl.coalesce([pl.col(leaf.col("e")) for leaf in leaves]).alias("code"),
+            first_field.alias("field"),
+            pl.concat_str([message, pl.lit(" — " + REMEDY)]).alias("message"),
+        )
+        originals = [c for c in schema.names() if not is_reserved(c)]
+        values = bad.select(originals).to_dicts()
+        return tuple(
+            Reject(
+                source_file=source_file,
+                source_row=row[SOURCE_ROW],
+                stage="map",
+                code=row["code"],
+                field=row["field"],
+                message=row["message"],
+                values=value,
+            )
+            for row, value in zip(details.iter_rows(named=True), values, strict=True)
+        )
+
+
+def _apply_skip(frame: pl.DataFrame, rules: Sequence[SkipRule]) -> tuple[pl.DataFrame, list[int]]:
+    if not rules:
+        return frame, []
+    schema = frame.schema
+    tests = []
+    for rule in rules:
+        text = as_text(pl.col(rule.column), schema[rule.column]).str.strip_chars()
+        if rule.kind == "empty":
+            tests.append(text.is_null() | (text == ""))
+        else:
+            tests.append(text.is_in(list(rule.values)).fill_null(False))
+    skip = frame.select(pl.any_horizontal(tests).alias("skip")).to_series()
+    filtered = frame.filter(skip)[SOURCE_ROW].to_list()
+    return frame.filter(~skip), filtered
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _col(kind: str, key: object) -> str:
+    return f"{_PREFIX}{kind}{key}"
+
+
+_CODE = _col("code", "")
+
+
+def _needs_lookup(leaf: _Leaf, schema: pl.Schema) -> bool:
+    """Phone numbers and JSON text cells are resolved per distinct value, in Python."""
+    kind = leaf.field.type
+    if kind == "phone":
+        return True
+    return kind == "json" and _prepared(leaf, schema)[1] == pl.String
+
+
+def _prepared(leaf: _Leaf, schema: pl.Schema) -> tuple[pl.Expr, pl.DataType]:
+    """The field's input after blanks→null and transforms, and its dtype."""
+    field = leaf.field
+    expr = source_expr(field.source, schema)
+    dtype = _source_dtype(field, schema)
+    if needs_text(field, dtype):
+        expr, dtype = apply_transforms(as_text(expr, dtype), field.transforms), pl.String()
+    if dtype == pl.String:
+        expr = normalise_text(field, expr)
+    return expr, dtype
+
+
+def _evaluate(frame: pl.DataFrame, leaves: Sequence[_Leaf]) -> pl.DataFrame:
+    """Add, per field: ``p`` its prepared input, ``x`` a per-value lookup (phone, JSON) and
+    ``v`` its JSON member text (``"name":value``) — or "" when the input is present but
+    cannot be converted.
+
+    Polars evaluates a sub-expression again at each use inside one ``with_columns`` (common
+    sub-expression elimination is off in eager mode and did not pay off in lazy mode), so each
+    step is materialised once and later steps read columns.
+    """
+    schema = frame.schema
+    work = frame.with_columns([_prepared(leaf, schema)[0].alias(leaf.col("p"))
+                               for leaf in leaves])
+    lookups = [leaf for leaf in leaves if _needs_lookup(leaf, schema)]
+    if lookups:
+        work = work.with_columns([_lookup(work[leaf.col("p")], leaf) for leaf in lookups])
+    return work.with_columns([_value(leaf, work.schema).alias(leaf.col("v")) for leaf in leaves])
+
+
+def _lookup(column: pl.Series, leaf: _Leaf) -> pl.Series:
+    if leaf.field.type == "phone":
+        return phone.normalize(column, leaf.field.phone_region).rename(leaf.col("x"))
+    table = json_lookup(column.drop_nulls().unique().to_list())
+    resolved = column.replace_strict(
+        list(table), list(table.values()), default=None, return_dtype=pl.String
+    )
+    return resolved.rename(leaf.col("x"))
+
+
+def _source_dtype(field: FieldSpec, schema: pl.Schema) -> pl.DataType:
+    if isinstance(field.source, ColumnSource):
+        dtype = schema[field.source.column]
+        return dtype if isinstance(dtype, pl.DataType) else dtype()
+    return pl.String()
+
+
+def _value(leaf: _Leaf, schema: pl.Schema) -> pl.Expr:
+    """The field as a JSON object member, ``"name":value``."""
+    prepared = pl.col(leaf.col("p"))
+    lookup = pl.col(leaf.col("x")) if leaf.col("x") in schema else pl.lit(None, pl.String)
+    value = typed(leaf.field, prepared, schema[leaf.col("p")], lookup, _key(leaf.field.name))
+    if leaf.field.type not in ERROR_CODES:
+        return value
+    # "" marks "present but invalid": it never reaches a payload (the row is rejected)
+    return pl.when(prepared.is_not_null()).then(value.fill_null(pl.lit("")))
+
+
+def _error(leaf: _Leaf) -> pl.Expr:
+    """The field's error code (null when fine), read from its ``v`` column."""
+    value = pl.col(leaf.col("v"))
+    code = ERROR_CODES.get(leaf.field.type)
+    error: pl.Expr = pl.lit(None, pl.String)
+    if code is not None:
+        error = pl.when(value == "").then(pl.lit(code))
+    if leaf.field.required:
+        error = pl.coalesce([error, pl.when(value.is_null()).then(pl.lit("required_missing"))])
+    return error
+
+
+# ---------------------------------------------------------------- serialisation
+
+
+def _body(
+    target: TargetSpec,
+    members: Mapping[str, pl.Expr],
+    pass_through: Sequence[str],
+    schema: pl.Schema,
+    send_nulls: bool,
+) -> pl.Expr:
+    """The item's JSON object from its members; members that are null are left out."""
+    pieces: list[pl.Expr] = []
+    for item in target.fields:
+        if isinstance(item, NestedSpec):
+            inner = [_member(f.name, members[f"{item.name}.{f.name}"], send_nulls)
+                     for f in item.fields]
+            pieces.append(_object_member(item.name, inner))
+        else:
+            pieces.append(_member(item.name, members[item.name], send_nulls))
+    for column in pass_through:
+        value = pl.concat_str([pl.lit(_key(column)), native_json(pl.col(column), schema[column])])
+        pieces.append(_member(column, value, send_nulls))
+    members_text = pl.concat_str(pieces, separator=",", ignore_nulls=True)
+    return pl.concat_str([pl.lit("{"), members_text, pl.lit("}")])
+
+
+def _key(name: str) -> str:
+    return orjson.dumps(name).decode("utf-8") + ":"
+
+
+def _member(name: str, member: pl.Expr, send_nulls: bool) -> pl.Expr:
+    return member.fill_null(pl.lit(_key(name) + "null")) if send_nulls else member
+
+
+def _object_member(name: str, members: list[pl.Expr]) -> pl.Expr:
+    inner = pl.concat_str(members, separator=",", ignore_nulls=True)
+    # an object whose members are all empty is left out, like any other empty value
+    return pl.when(inner != "").then(pl.concat_str([pl.lit(_key(name) + "{"), inner,
+                                                    pl.lit("}")]))
+
+
+def _distinct(leaves: Sequence[_Leaf]) -> list[_Leaf]:
+    """Leaves minus repeats: contacts and events often map ``_user_id`` from the same column,
+    and one empty cell should be reported once."""
+    seen: set[tuple[object, ...]] = set()
+    out: list[_Leaf] = []
+    for leaf in leaves:
+        f = leaf.field
+        key = (leaf.path, describe_source(f), expectation(f), f.transforms, f.required)
+        if key not in seen:
+            seen.add(key)
+            out.append(leaf)
+    return out
+
+
+
+# ---------------------------------------------------------------- constants (load time)
+
+
+def check_constant(field: FieldSpec) -> str | None:
+    """Why a ``value:`` constant cannot be converted to its field's type (None when fine)."""
+    if not isinstance(field.source, ValueSource):
+        return None
+    value = field.source.value
+    text = ("true" if value else "false") if isinstance(value, bool) else value
+    leaf = _Leaf(0, dataclasses.replace(field, source=ColumnSource("value", field.line)), "value")
+    work = _evaluate(pl.DataFrame({"value": [text]}, schema={"value": pl.String}), [leaf])
+    converted = work[leaf.col("v")].item()
+    return None if converted else f"{text!r} {expectation(field)}"

@@ -1,0 +1,274 @@
+"""``validate``: read, map and check files locally — what a run would send or reject, no network.
+
+The same code path as a run up to the upload: :func:`importer.sources.resolve_inputs` and
+``iter_batches``, :func:`load_mapping` and :func:`compile_mapping` per file, then
+``map_batch``. Read rejects and map rejects both count as "would reject".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from importer import __version__
+from importer.exceptions import MappingError, MappingProblem
+from importer.mapping import (
+    CompiledMapping,
+    MappedBatch,
+    MappingSpec,
+    compile_mapping,
+    load_mapping,
+)
+from importer.records import Reject, SourceBatch
+from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
+from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
+
+_REJECT_SUFFIXES: dict[str, RejectsFormat] = {
+    ".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One row that would be rejected, for display."""
+
+    source_file: str
+    source_row: int
+    stage: str
+    code: str
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    mapping_path: str
+    mapping_sha256: str
+    files: tuple[str, ...]
+    targets: tuple[str, ...]
+    rows_read: int
+    valid: int
+    filtered: int
+    rejected: int
+    rejects_by_code: Mapping[str, int]
+    problems: tuple[Problem, ...]  # the first ones, in file order
+    samples: Mapping[str, tuple[bytes, ...]]  # the first payloads per target, as sent
+    warnings: tuple[MappingProblem, ...] = ()
+    rejects_path: str | None = None  # set when a rejects file was written
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 3 rows would be rejected (DESIGN.md exit codes)."""
+        return 3 if self.rejected else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (samples as objects, exactly the payloads' content)."""
+        return {
+            "mapping": {"path": self.mapping_path, "sha256": self.mapping_sha256},
+            "files": list(self.files),
+            "targets": list(self.targets),
+            "rows_read": self.rows_read,
+            "valid": self.valid,
+            "filtered": self.filtered,
+            "rejected": self.rejected,
+            "rejects_by_code": dict(self.rejects_by_code),
+            "problems": [
+                {"file": p.source_file, "row": p.source_row, "stage": p.stage, "code": p.code,
+                 "field": p.field, "message": p.message}
+                for p in self.problems
+            ],
+            "samples": {t: [orjson.loads(b) for b in s] for t, s in self.samples.items()},
+            "warnings": [{"line": w.line, "message": w.message} for w in self.warnings],
+            "rejects_file": self.rejects_path,
+            "exit_code": self.exit_code,
+        }
+
+
+def validate_files(
+    inputs: Sequence[str],
+    mapping: str | Path,
+    *,
+    read: ReadOptions = ReadOptions(),
+    sample: int = 0,
+    top: int = 10,
+    rejects_path: str | Path | None = None,
+) -> ValidationReport:
+    """Map ``inputs`` with ``mapping`` and tally the outcome; nothing leaves the machine.
+
+    Raises :class:`MappingError` (every problem, across all files' headers) or
+    :class:`InputError` before reading any row.
+    """
+    spec = load_mapping(mapping)
+    sources = resolve_inputs(inputs, read)
+    compiled = _compile_all(spec, sources)
+    tally = _Tally(sample=sample, top=top, targets=compiled[0].targets if compiled else ())
+    writer = _LazyWriter(rejects_path, spec, sources)
+    try:
+        for source, mapper in zip(sources, compiled, strict=True):
+            for batch in iter_batches(source, read):
+                mapped = mapper.map_batch(batch)
+                tally.add(batch, mapped)
+                writer.write(batch.rejects, batch.frame.schema)
+                writer.write(mapped.rejects, batch.frame.schema)
+    finally:
+        writer.close()
+    warnings = tuple(dict.fromkeys(w for c in compiled for w in c.warnings)) or spec.warnings
+    return tally.report(spec, sources, warnings, writer.path_if_written)
+
+
+def _compile_all(spec: MappingSpec, sources: Sequence[SourceFile]) -> list[CompiledMapping]:
+    """Compile for every file first, so all header problems are reported together."""
+    compiled: list[CompiledMapping] = []
+    problems: list[MappingProblem] = []
+    for source in sources:
+        try:
+            compiled.append(compile_mapping(spec, source.columns, source=source.path))
+        except MappingError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise MappingError(spec.path, list(dict.fromkeys(problems)))
+    return compiled
+
+
+@dataclass
+class _Tally:
+    sample: int
+    top: int
+    targets: tuple[str, ...]
+    rows_read: int = 0
+    valid: int = 0
+    filtered: int = 0
+    by_code: Counter[str] = field(default_factory=Counter)
+    problems: list[Problem] = field(default_factory=list)
+    samples: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def add(self, batch: SourceBatch, mapped: MappedBatch) -> None:
+        self.rows_read += batch.rows_read
+        self.filtered += len(mapped.filtered_rows)
+        first = next(iter(mapped.items.values()), None)
+        self.valid += len(first.source_rows) if first else 0
+        for reject in (*batch.rejects, *mapped.rejects):
+            self._reject(reject)
+        for target, items in mapped.items.items():
+            kept = self.samples.setdefault(target, [])
+            kept.extend(items.bodies[: max(0, self.sample - len(kept))])
+
+    def _reject(self, reject: Reject) -> None:
+        self.by_code[reject.code] += 1
+        if len(self.problems) < self.top:
+            self.problems.append(
+                Problem(reject.source_file, reject.source_row, reject.stage, reject.code,
+                        reject.field, reject.message)
+            )
+
+    def report(
+        self,
+        spec: MappingSpec,
+        sources: Sequence[SourceFile],
+        warnings: Sequence[MappingProblem],
+        rejects_path: str | None,
+    ) -> ValidationReport:
+        return ValidationReport(
+            mapping_path=spec.path,
+            mapping_sha256=spec.sha256,
+            files=tuple(s.path for s in sources),
+            targets=self.targets,
+            rows_read=self.rows_read,
+            valid=self.valid,
+            filtered=self.filtered,
+            rejected=sum(self.by_code.values()),
+            rejects_by_code=dict(self.by_code.most_common()),
+            problems=tuple(self.problems),
+            samples={t: tuple(s) for t, s in self.samples.items()},
+            warnings=tuple(warnings),
+            rejects_path=rejects_path,
+        )
+
+
+class _LazyWriter:
+    """The rejects file, created on the first reject so a clean check leaves nothing behind."""
+
+    def __init__(
+        self, path: str | Path | None, spec: MappingSpec, sources: Sequence[SourceFile]
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.spec = spec
+        self.sources = sources
+        self._writer: RejectsWriter | None = None
+
+    @property
+    def path_if_written(self) -> str | None:
+        return self.path if self._writer is not None else None
+
+    def write(self, rejects: Sequence[Reject], schema: pl.Schema) -> None:
+        if not rejects or self.path is None:
+            return
+        if self._writer is None:
+            self._writer = self._open(schema)
+        self._writer.write(rejects)
+
+    def _open(self, schema: pl.Schema) -> RejectsWriter:
+        assert self.path is not None
+        first = self.sources[0]
+        columns: list[str] = []
+        for source in self.sources:
+            columns += [c for c in source.columns if c not in columns]
+        fmt = _REJECT_SUFFIXES.get(Path(self.path).suffix.lower(), first.format)
+        return open_rejects(
+            self.path,
+            source_columns=columns,
+            fmt=fmt,
+            delimiter=first.delimiter or ",",
+            source_schema=dict(schema),
+            meta={
+                "mapping": str(Path(self.spec.path).resolve()),
+                "mapping_sha256": self.spec.sha256,
+                "inputs": [s.path for s in self.sources],
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "tool": f"instasent-import {__version__} validate",
+            },
+        )
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def render_text(report: ValidationReport) -> str:
+    """The human summary printed by ``instasent-import validate``."""
+    lines = [
+        f"mapping   {report.mapping_path} (sha256 {report.mapping_sha256[:12]}…)",
+        f"files     {', '.join(report.files)}",
+        f"targets   {', '.join(report.targets)}",
+    ]
+    lines += [f"warning   {w.render(report.mapping_path)}" for w in report.warnings]
+    lines += [
+        "",
+        f"rows read     {report.rows_read:>10,}",
+        f"valid         {report.valid:>10,}",
+        f"filtered      {report.filtered:>10,}",
+        f"would reject  {report.rejected:>10,}",
+    ]
+    lines += [f"  {code:<22}{count:>10,}" for code, count in report.rejects_by_code.items()]
+    if report.problems:
+        lines += ["", f"first {len(report.problems)} problems (file:row — row 1 is the first "
+                      "data row after the header):"]
+        lines += [
+            f"  {p.source_file}:{p.source_row}  {p.code}"
+            f"{f' [{p.field}]' if p.field else ''}  {p.message}"
+            for p in report.problems
+        ]
+    for target, bodies in report.samples.items():
+        if bodies:
+            lines += ["", f"sample {target} payloads (as sent):"]
+            lines += [b.decode("utf-8") for b in bodies]
+    if report.rejects_path:
+        lines += ["", f"rejects written to {report.rejects_path} (mode 0600)"]
+    return "\n".join(lines)

@@ -7,9 +7,13 @@ Library errors (:class:`ImporterError`) become one clean message and their exit 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -201,104 +205,155 @@ def _read_options(delimiter: str | None, encoding: str | None) -> ReadOptions:
     return ReadOptions(delimiter=delimiter, encoding=encoding)
 
 
-@cli.command()
-@click.argument("files", nargs=-1, required=True)
-@click.option("--mapping", "-m", required=True, type=click.Path(dir_okay=False),
-              help="The column-mapping YAML.")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
-              help="Rejects file (default: beside the first input, <name>.rejects.<ext>).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the report as JSON to this file.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
-              help="Pin requests in flight (default: adaptive up to 32).")
-@click.option("--max-attempts", type=click.IntRange(1, 50), default=5, show_default=True,
-              help="Attempts per batch on 5xx/timeouts before its rows become retryable rejects.")
-@click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
-              help="Seconds per request.")
-@click.option("--max-rejects", type=click.IntRange(min=1), default=None,
-              help="Abort (exit 1) once this many rows are rejected.")
-@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_ITEMS), default=MAX_BATCH_ITEMS,
-              show_default=True, help="Items per request (the API takes at most 100).")
-@click.option("--max-batch-bytes", type=click.IntRange(min=1024),
-              default=DEFAULT_MAX_BATCH_BYTES, show_default=True)
-@click.option("--delimiter", default=None, help="CSV delimiter (default: detected).")
-@click.option("--encoding", default=None, help="Input encoding (default: detected).")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Read the token from this file instead of INSTASENT_TOKEN.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="json: print the report as JSON on stdout.")
-@click.option("--dry-run", is_flag=True, help="Read, map and chunk; send nothing.")
-@click.option("--dry-run-output", type=click.Path(dir_okay=False), default=None,
-              help="With --dry-run: write what would be sent as NDJSON.")
-@click.option("--sandbox", "use_sandbox", is_flag=True,
-              help="Rehearse against an in-process sandbox on a loopback port.")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-              help="Journal directory (default: $INSTASENT_STATE_DIR or .instasent-import).")
-@click.option("--resume", "resume", flag_value="resume", default=None,
-              help="Continue an unfinished run of the same inputs and mapping.")
-@click.option("--restart", "resume", flag_value="restart",
-              help="Start an unfinished run of the same inputs and mapping over.")
-def run(
-    files: tuple[str, ...],
-    mapping: str,
-    rejects_path: str | None,
-    report_path: str | None,
-    concurrency: int | None,
-    max_attempts: int,
-    timeout: float,
-    max_rejects: int | None,
-    batch_size: int,
-    max_batch_bytes: int,
-    delimiter: str | None,
-    encoding: str | None,
-    token_file: Path | None,
-    quiet: bool,
-    output: str,
-    dry_run: bool,
-    dry_run_output: str | None,
-    use_sandbox: bool,
-    state_dir: str | None,
-    resume: str | None,
-) -> None:
-    """Import FILES (CSV, Parquet, NDJSON; globs and directories too) with a mapping.
+_RUN_OPTIONS = (
+    click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
+                 help="Rejects file (default: beside the input, <name>.rejects.<ext>)."),
+    click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                 help="Write the report as JSON to this file."),
+    click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+                 help="Pin requests in flight (default: adaptive up to 32)."),
+    click.option("--max-attempts", type=click.IntRange(1, 50), default=5, show_default=True,
+                 help="Attempts per batch on 5xx/timeouts before its rows become retryable "
+                 "rejects."),
+    click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
+                 help="Seconds per request."),
+    click.option("--max-rejects", type=click.IntRange(min=1), default=None,
+                 help="Abort (exit 1) once this many rows are rejected."),
+    click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_ITEMS),
+                 default=MAX_BATCH_ITEMS, show_default=True,
+                 help="Items per request (the API takes at most 100)."),
+    click.option("--max-batch-bytes", type=click.IntRange(min=1024),
+                 default=DEFAULT_MAX_BATCH_BYTES, show_default=True),
+    click.option("--delimiter", default=None, help="CSV delimiter (default: detected)."),
+    click.option("--encoding", default=None, help="Input encoding (default: detected)."),
+    click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 default=None, help="Read the token from this file instead of INSTASENT_TOKEN."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+    click.option("--output", type=click.Choice(["table", "json"]), default="table",
+                 show_default=True, help="json: print the report as JSON on stdout."),
+    click.option("--dry-run", is_flag=True, help="Read, map and chunk; send nothing."),
+    click.option("--dry-run-output", type=click.Path(dir_okay=False), default=None,
+                 help="With --dry-run: write what would be sent as NDJSON."),
+    click.option("--sandbox", "use_sandbox", is_flag=True,
+                 help="Rehearse against an in-process sandbox on a loopback port."),
+    click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                 help="Journal directory (default: $INSTASENT_STATE_DIR or .instasent-import)."),
+    click.option("--resume", "resume", flag_value="resume", default=None,
+                 help="Continue an unfinished run of the same inputs and mapping."),
+    click.option("--restart", "resume", flag_value="restart",
+                 help="Start an unfinished run of the same inputs and mapping over."),
+)
 
-    Exit codes: 0 all accepted · 1 aborted · 2 bad input/mapping/config, nothing sent ·
-    3 permanent rejects written · 4 retryable failures left (run `instasent-import retry`).
-    """
+
+def _run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options ``run`` and ``retry`` share."""
+    for option in reversed(_RUN_OPTIONS):
+        command = option(command)
+    return command
+
+
+@dataclass(frozen=True, slots=True)
+class _RunArgs:
+    """What the shared options say, resolved once."""
+
+    options: RunOptions
+    report_path: str | None
+    output: str
+    quiet: bool
+    token_file: Path | None
+    use_sandbox: bool
+
+
+def _run_args(kw: dict[str, Any]) -> _RunArgs:
+    resume = kw["resume"]
     options = RunOptions(
-        read=_read_options(delimiter, encoding),
-        upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
-        batch_size=batch_size,
-        max_batch_bytes=max_batch_bytes,
-        timeout=timeout,
-        max_rejects=max_rejects,
-        rejects_path=rejects_path,
-        dry_run=dry_run,
-        dry_run_output=dry_run_output,
-        state_dir=state_dir,
+        read=_read_options(kw["delimiter"], kw["encoding"]),
+        upload=UploadSettings(concurrency=kw["concurrency"], max_attempts=kw["max_attempts"]),
+        batch_size=kw["batch_size"],
+        max_batch_bytes=kw["max_batch_bytes"],
+        timeout=kw["timeout"],
+        max_rejects=kw["max_rejects"],
+        rejects_path=kw["rejects_path"],
+        dry_run=kw["dry_run"],
+        dry_run_output=kw["dry_run_output"],
+        state_dir=kw["state_dir"],
         resume="resume" if resume == "resume" else "restart" if resume == "restart" else None,
     )
-    printer = _ProgressPrinter(quiet=quiet)
+    return _RunArgs(options, kw["report_path"], kw["output"], kw["quiet"], kw["token_file"],
+                    kw["use_sandbox"])
+
+
+def _import(files: Sequence[str], mapping: str, args: _RunArgs) -> None:
+    """Run the import the options describe, print the report, exit with its code."""
+    printer = _ProgressPrinter(quiet=args.quiet)
     with contextlib.ExitStack() as stack:
-        if use_sandbox:
+        if args.use_sandbox:
             from importer.sandbox.server import running_sandbox
 
             box = stack.enter_context(running_sandbox(SandboxSettings()))
             credentials = Credentials(box.api_url, box.settings.project,
                                       box.settings.datasource, box.settings.token)
-            if not quiet:
+            if not args.quiet:
                 click.echo(f"rehearsing against an in-process sandbox at {box.api_url}", err=True)
-        elif dry_run:
+        elif args.options.dry_run:
             credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
         else:
-            credentials = Credentials.resolve(token_file=token_file)
+            credentials = Credentials.resolve(token_file=args.token_file)
         try:
-            report = run_import(files, mapping, credentials, options, progress=printer)
+            report = run_import(files, mapping, credentials, args.options, progress=printer)
         finally:
             printer.close()
-    _emit_report(report, report_path=report_path, output=output, quiet=quiet)
+    _emit_report(report, report_path=args.report_path, output=args.output, quiet=args.quiet)
     sys.exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--mapping", "-m", required=True, type=click.Path(dir_okay=False),
+              help="The column-mapping YAML.")
+@_run_options
+def run(files: tuple[str, ...], mapping: str, **kw: Any) -> None:
+    """Import FILES (CSV, Parquet, NDJSON; globs and directories too) with a mapping.
+
+    Exit codes: 0 all accepted · 1 aborted · 2 bad input/mapping/config, nothing sent ·
+    3 permanent rejects written · 4 retryable failures left (run `instasent-import retry`).
+    """
+    _import(files, mapping, _run_args(kw))
+
+
+@cli.command()
+@click.argument("rejects", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mapping", "-m", type=click.Path(dir_okay=False), default=None,
+              help="Override the mapping recorded beside the rejects file.")
+@click.option("--all", "include_all", is_flag=True,
+              help="Retry every row, permanent rejects included (after you fixed them).")
+@_run_options
+def retry(rejects: str, mapping: str | None, include_all: bool, **kw: Any) -> None:
+    """Re-run a rejects file with the mapping recorded beside it.
+
+    Retryable rows only (transport failures), unless --all. What fails again goes to a new
+    rejects file (<name>.retryN.<ext>). Exit codes as for `run`.
+    """
+    from importer.journal import DEFAULT_STATE_DIR
+    from importer.retry import plan_retry
+
+    args = _run_args(kw)
+    state_dir = args.options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or (
+        DEFAULT_STATE_DIR
+    )
+    plan = plan_retry(rejects, include_all=include_all, mapping=mapping, state_dir=state_dir,
+                      read=args.options.read, output_rejects=args.options.rejects_path)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not plan.rows_selected:
+        hint = "" if include_all else " (--all also retries the permanent rejects)"
+        click.echo(f"{rejects}: no rows to retry among {plan.rows_total}{hint}", err=True)
+        sys.exit(0)
+    if not args.quiet:
+        click.echo(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} "
+                   f"with {plan.mapping}", err=True)
+    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects)
+    _import([plan.input_path], plan.mapping, dataclasses.replace(args, options=options))
 
 
 def _emit_report(report: ImportReport, *, report_path: str | None, output: str,

@@ -1,0 +1,147 @@
+"""``retry``: feed a rejects file back through the mapping that produced it.
+
+The rejects file may have been through a spreadsheet: re-saved as ``;``-separated cp1252 with
+a BOM, columns reordered, ``_reject_*`` columns deleted. The sources read it like any other
+export, and the mapping finds its own columns by name and ignores the importer's.
+
+Rows keep their original ``_source_file`` and ``_source_row`` through any number of re-runs,
+so a row can always be traced back to the export it came from.
+
+The selected rows are written once to a file in the state directory named after their
+content, so re-running the same retry is the same run (and can be resumed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from importer.exceptions import UsageError
+from importer.records import SOURCE_FILE, Reject
+from importer.rejects import meta_path
+from importer.sources import ReadOptions, iter_batches, resolve_inputs
+
+_TRUE = frozenset({"true", "1", "yes", "verdadero", "wahr", "vrai"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    input_path: str  # the selected rows, in the state directory
+    mapping: str
+    rows_total: int
+    rows_selected: int
+    output_rejects: str
+    warnings: tuple[str, ...]
+
+
+def _recorded_mapping(rejects: str) -> tuple[str | None, str | None]:
+    sidecar = meta_path(rejects)
+    if not sidecar.exists():
+        return None, None
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    return meta.get("mapping"), meta.get("mapping_sha256")
+
+
+def next_rejects_path(rejects: str) -> str:
+    """``crm.rejects.csv`` → ``crm.rejects.retry1.csv`` (the first name not taken)."""
+    path = Path(rejects)
+    stem, suffix = path.stem, path.suffix or ".csv"
+    base = stem.split(".retry")[0]
+    n = 1
+    while (candidate := path.with_name(f"{base}.retry{n}{suffix}")).exists():
+        n += 1
+    return str(candidate)
+
+
+def _selected(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
+    if include_all or "_reject_retryable" not in frame.columns:
+        return frame
+    flag = pl.col("_reject_retryable").cast(pl.String).str.strip_chars().str.to_lowercase()
+    return frame.filter(flag.is_in(list(_TRUE)))
+
+
+def _serialise(frame: pl.DataFrame, fmt: str) -> bytes:
+    """The selected rows in the rejects file's own format (Parquet keeps nested types)."""
+    buffer = io.BytesIO()
+    if fmt == "parquet":
+        frame.write_parquet(buffer)
+    elif fmt == "ndjson":
+        frame.write_ndjson(buffer)
+    else:
+        frame.write_csv(buffer)
+    return buffer.getvalue()
+
+
+def plan_retry(
+    rejects: str,
+    *,
+    include_all: bool,
+    mapping: str | None,
+    state_dir: str,
+    read: ReadOptions = ReadOptions(),
+    output_rejects: str | None = None,
+) -> RetryPlan:
+    """Select the rows to retry and find the mapping; raises UsageError before any I/O out."""
+    warnings: list[str] = []
+    recorded, recorded_sha = _recorded_mapping(rejects)
+    chosen = mapping or recorded
+    if not chosen:
+        raise UsageError(
+            f"{rejects}: no mapping is recorded beside it ({meta_path(rejects).name} is "
+            "missing) — pass --mapping"
+        )
+    if mapping is None and recorded_sha and Path(chosen).exists():
+        now = hashlib.sha256(Path(chosen).read_bytes()).hexdigest()
+        if now != recorded_sha:
+            warnings.append(
+                f"the mapping {chosen} changed since these rows were rejected; using it as it "
+                "is now (pass --mapping to choose another)"
+            )
+    (source,) = resolve_inputs([rejects], read)
+    parts: list[pl.DataFrame] = []
+    unreadable: list[Reject] = []
+    for batch in iter_batches(source, read):
+        parts.append(batch.frame)
+        unreadable += batch.rejects
+    if unreadable:
+        # Retrying would silently leave these lines behind: the user must see them first.
+        shown = "\n".join(f"  {r.message}" for r in unreadable[:5])
+        raise UsageError(
+            f"{rejects}: {len(unreadable)} line(s) cannot be read, so nothing was retried:\n"
+            f"{shown}"
+        )
+    frame = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+    if "_reject_retryable" not in frame.columns and not include_all and frame.height:
+        warnings.append("the _reject_retryable column is gone: retrying every row")
+    chosen_rows = _selected(frame, include_all) if frame.height else frame
+    if chosen_rows.height and SOURCE_FILE in chosen_rows.columns:
+        # Rows keep the export they came from, not the rejects file's name.
+        chosen_rows = chosen_rows.with_columns(
+            pl.col(SOURCE_FILE).fill_null(pl.lit(source.path)),
+        )
+    data = _serialise(chosen_rows, source.format)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    target = Path(state_dir) / f"retry-{digest}.{source.format}"
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not target.exists():
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    return RetryPlan(
+        input_path=str(target),
+        mapping=chosen,
+        rows_total=frame.height,
+        rows_selected=chosen_rows.height,
+        output_rejects=output_rejects or next_rejects_path(rejects),
+        warnings=tuple(warnings),
+    )
+

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,6 +33,9 @@ from importer.sandbox.settings import (
 )
 from importer.sources import ReadOptions
 from importer.upload import UploadSettings
+
+if TYPE_CHECKING:
+    from importer.datasource import DatasourceInfo
 
 
 class _Cli(click.Group):
@@ -383,6 +386,9 @@ def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
               show_default=True, help="json: print the summary as JSON on stdout.")
 @click.option("--delimiter", default=None, help="CSV delimiter (default: detected).")
 @click.option("--encoding", default=None, help="Input encoding (default: detected).")
+@click.option("--specs", "use_specs", is_flag=True,
+              help="Also check the mapping against the datasource's spec endpoints (reads "
+                   "them with the INSTASENT_* credentials; rows over its limits would reject).")
 def validate(
     files: tuple[str, ...],
     mapping: str,
@@ -392,22 +398,29 @@ def validate(
     output: str,
     delimiter: str | None,
     encoding: str | None,
+    use_specs: bool,
 ) -> None:
     """Map and check FILES locally with a mapping; nothing is sent.
 
     Prints rows read, valid, filtered and would-reject counts by code, the first problem
-    rows with their file and row, and --sample payloads. Exit codes: 0 clean · 2 bad
-    mapping or input · 3 rows would be rejected.
+    rows with their file and row, and --sample payloads. With --specs the only network
+    use is reading the datasource's specs. Exit codes: 0 clean · 1 specs unreadable ·
+    2 bad mapping or input · 3 rows would be rejected.
     """
-    from importer.exceptions import MappingError, UsageError
+    from importer.exceptions import MappingError
     from importer.validate import render_text, validate_files
 
     try:
+        found = None
+        if use_specs:
+            from importer.speccheck import load_specs
+
+            found = load_specs(Credentials.resolve())
         report = validate_files(
             files, mapping, read=_read_options(delimiter, encoding), sample=sample, top=top,
-            rejects_path=rejects_path,
+            rejects_path=rejects_path, specs=found,
         )
-    except UsageError as exc:
+    except ImporterError as exc:
         if output != "json":
             raise
         problems = exc.problems if isinstance(exc, MappingError) else ()
@@ -423,6 +436,227 @@ def validate(
     else:
         click.echo(render_text(report))
     sys.exit(report.exit_code)
+
+# ───────────────────────────── the datasource: check, delete, specs ─────────────────────────
+
+
+_API_OPTIONS = (
+    click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 default=None, help="Read the token from this file instead of INSTASENT_TOKEN."),
+    click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
+                 help="Seconds per request."),
+    click.option("--output", type=click.Choice(["table", "json"]), default="table",
+                 show_default=True, help="json: machine-readable output on stdout."),
+)
+
+
+def _api_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options ``check``, ``delete`` and ``specs`` share."""
+    for option in reversed(_API_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _json_failure(exc: ImporterError) -> None:
+    """``--output json``: the failure as JSON on stdout too (the message still goes to stderr)."""
+    from importer.datasource import problem_kind
+
+    click.echo(json.dumps({"ok": False, "problem": problem_kind(exc), "message": str(exc),
+                           "exit_code": exc.exit_code}, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@_api_options
+def check(token_file: Path | None, timeout: float, output: str) -> None:
+    """Check the token and ids: who they belong to, or exactly what is wrong.
+
+    Calls GET /stream and prints the organization, project, datasource and recent usage.
+    Run it first. Exit codes: 0 the token works · 1 refused or unreachable (the message says
+    which: token, project/datasource ids, DNS, connection refused, timeout, TLS, unexpected
+    answer) · 2 settings missing.
+    """
+    from importer.datasource import check_datasource, render_info
+
+    try:
+        credentials = Credentials.resolve(token_file=token_file)
+        info = check_datasource(credentials, timeout=timeout)
+    except ImporterError as exc:
+        if output == "json":
+            _json_failure(exc)
+        raise
+    if output == "json":
+        click.echo(json.dumps(info.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_info(info))
+
+
+class _DeleteProgress:
+    """A bar on a terminal; otherwise a log line every ~10 s."""
+
+    def __init__(self, *, quiet: bool, interval: float = 10.0) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = interval
+        self._last = time.monotonic()
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=total, unit=" ids", desc="deleting", file=sys.stderr,
+                                 leave=False)
+            self._bar.n = done
+            self._bar.refresh()
+        elif time.monotonic() - self._last >= self.interval:
+            self._last = time.monotonic()
+            click.echo(f"[delete] {done:,} of {total:,} ids answered", err=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _contacts(count: int) -> str:
+    return f"{count:,} contact{'s' if count != 1 else ''}"
+
+
+def _ask(described: str) -> Callable[[DatasourceInfo, int], bool]:
+    """The question before a delete: which datasource, how many, no way back."""
+
+    def confirm(info: DatasourceInfo, count: int) -> bool:
+        click.echo(
+            f"About to PERMANENTLY delete {_contacts(count)} (ids {described})\n"
+            f"  {'datasource':<14}{info.datasource}\n"
+            f"  {'project':<14}{info.project}\n"
+            f"  {'organization':<14}{info.organization}\n"
+            f"  {'API':<14}{info.api_url}\n"
+            "Deleted contacts cannot be recovered.", err=True)
+        try:
+            return click.confirm(f"Delete {_contacts(count)}?", default=False, err=True)
+        except click.Abort:
+            click.echo("\nno answer: pass --yes to delete without the question", err=True)
+            return False
+
+    return confirm
+
+
+@cli.command()
+@click.argument("files", nargs=-1)
+@click.option("--column", "-c", default=None,
+              help="The column of FILES that holds each contact's _user_id.")
+@click.option("--ids", multiple=True,
+              help="Comma-separated ids instead of a file (repeatable).")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking (scripts).")
+@click.option("--dry-run", is_flag=True,
+              help="List the ids that would be deleted (stdout); delete nothing.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
+              help="Rejects file (default: beside the input, <name>.rejects.<ext>; with --ids "
+                   "./instasent-delete.rejects.csv).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as JSON to this file.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="Pin requests in flight (default: adaptive up to 32).")
+@click.option("--max-attempts", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Attempts per id on 5xx/timeouts before it becomes a retryable reject.")
+@click.option("--delimiter", default=None, help="CSV delimiter (default: detected).")
+@click.option("--encoding", default=None, help="Input encoding (default: detected).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_api_options
+def delete(
+    files: tuple[str, ...],
+    column: str | None,
+    ids: tuple[str, ...],
+    yes: bool,
+    dry_run: bool,
+    rejects_path: str | None,
+    report_path: str | None,
+    concurrency: int | None,
+    max_attempts: int,
+    delimiter: str | None,
+    encoding: str | None,
+    quiet: bool,
+    token_file: Path | None,
+    timeout: float,
+    output: str,
+) -> None:
+    """Permanently delete contacts by _user_id: `delete FILES --column C` or `--ids A,B`.
+
+    FILES are any input the importer reads (CSV, Parquet, NDJSON). Each distinct id is one
+    DELETE /stream/contacts/{id}, paced by the rate limit like `run`. Shows the datasource
+    and the count, and asks first unless --yes. An id the datasource does not have counts as
+    already absent, not as a failure; failures go to a rejects file (re-run it with the same
+    --column). Exit codes as for `run`: 0 done · 1 aborted or not confirmed · 2 usage ·
+    3 permanent failures · 4 retryable failures left.
+    """
+    from importer.datasource import (
+        DeleteOptions,
+        delete_contacts,
+        read_ids_file_or_list,
+        render_delete,
+    )
+
+    plan = read_ids_file_or_list(files, column, ids, _read_options(delimiter, encoding))
+    credentials = Credentials.resolve(token_file=token_file)
+    options = DeleteOptions(
+        upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
+        timeout=timeout, rejects_path=rejects_path, dry_run=dry_run,
+    )
+    progress = _DeleteProgress(quiet=quiet)
+    try:
+        report = delete_contacts(
+            plan, credentials, options,
+            confirm=None if yes or dry_run else _ask(plan.described), progress=progress,
+        )
+    except ImporterError as exc:  # the datasource check failed: nothing was deleted
+        if output == "json":
+            _json_failure(exc)
+        raise
+    finally:
+        progress.close()
+    data = report.to_dict()
+    if dry_run:
+        data["ids"] = list(plan.ids)
+    if report_path:
+        Path(report_path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    elif dry_run:
+        click.echo(f"would delete {_contacts(len(plan.ids))} from datasource "
+                   f"{report.datasource} (ids {plan.described}):", err=True)
+        for user_id in plan.ids:
+            click.echo(user_id)
+    if not quiet or report.exit_code:
+        click.echo(render_delete(report), err=True)
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@_api_options
+def specs(token_file: Path | None, timeout: float, output: str) -> None:
+    """Print what the datasource accepts: contact attributes, event types and parameters.
+
+    Reads GET /stream/specs/attributes, /stream/specs/events and each event type's
+    /stream/specs/event-parameters/{type}. `validate --specs` checks a mapping against them.
+    Exit codes as for `check`.
+    """
+    from importer.speccheck import load_specs, render_specs
+
+    try:
+        credentials = Credentials.resolve(token_file=token_file)
+        found = load_specs(credentials, timeout=timeout)
+    except ImporterError as exc:
+        if output == "json":
+            _json_failure(exc)
+        raise
+    if output == "json":
+        click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_specs(found))
 
 
 def main() -> None:

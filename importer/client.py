@@ -15,10 +15,8 @@ Status → verdict (API.md §4, §6):
 
 from __future__ import annotations
 
-import collections
 import enum
 import re
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -30,6 +28,7 @@ import orjson
 
 from importer import __version__
 from importer.config import Credentials
+from importer.transport import LeanTransport
 
 USER_AGENT = f"instasent-import/{__version__}"
 
@@ -139,21 +138,14 @@ def _docs_items(entity: Mapping[str, Any], keys: Sequence[str]) -> tuple[ItemOut
     items = entity.get("items")
     if not isinstance(items, list) or len(items) != len(keys):
         return None
-    echoed = [_echoed_id(it) for it in items]
-    order = list(range(len(items)))
-    if any(e is not None and e != k for e, k in zip(echoed, keys, strict=True)):
-        # Position and echoed id disagree: trust the ids if they identify every item once.
-        if sorted(e for e in echoed if e is not None) != sorted(keys) or len(set(keys)) != len(
-            keys
-        ):
+    # The hot path of every run: one pass, plain type checks, shared success outcomes.
+    out: list[ItemOutcome] = []
+    for item, key in zip(items, keys, strict=True):
+        if type(item) is not dict:
             return None
-        where = {e: i for i, e in enumerate(echoed)}
-        order = [where[k] for k in keys]
-    out = []
-    for i in order:
-        item = items[i]
-        if not isinstance(item, Mapping):
-            return None
+        echoed = item.get("_event_id", item.get("_user_id"))
+        if echoed is not None and echoed != key and str(echoed) != key:
+            return _items_by_id(items, keys)
         if item.get("status") == "success":
             out.append(_DUPLICATE if item.get("duplicate") else _OK)
         else:
@@ -162,10 +154,20 @@ def _docs_items(entity: Mapping[str, Any], keys: Sequence[str]) -> tuple[ItemOut
 
 
 def _echoed_id(item: Any) -> str | None:
-    if not isinstance(item, Mapping):
+    if type(item) is not dict:
         return None
     value = item.get("_event_id", item.get("_user_id"))
     return str(value) if value is not None else None
+
+
+def _items_by_id(items: list[Any], keys: Sequence[str]) -> tuple[ItemOutcome, ...] | None:
+    """Position and echoed id disagree: trust the ids if they identify every item once."""
+    echoed = [_echoed_id(it) for it in items]
+    if len(set(keys)) != len(keys) or sorted(e or "" for e in echoed) != sorted(keys):
+        return None
+    where = {e: item for e, item in zip(echoed, items, strict=True)}
+    reordered = [dict(where[k]) for k in keys]
+    return _docs_items({"items": reordered}, keys)
 
 
 def _activepieces_items(body: Mapping[str, Any], n: int) -> tuple[ItemOutcome, ...] | None:
@@ -248,54 +250,6 @@ def interpret(
     return verdict(Verdict.FAILED, f"HTTP {status}: {_message(content)}")
 
 
-class ShardedTransport(httpx.AsyncBaseTransport):
-    """A pool of single-connection pools, one request on each at a time.
-
-    httpcore's pool re-scans every connection (and polls each idle socket) on every request
-    and response, so its cost per request grows with the pool size: with 16 connections that
-    bookkeeping was most of the client's CPU. Here each request takes a free shard, whose pool
-    holds one connection, and gives it back once the response is read. Responses are small
-    JSON bodies, so reading them before returning costs nothing.
-    """
-
-    def __init__(self, shards: int, *, verify: ssl.SSLContext | bool = True) -> None:
-        # One TLS context for all shards: building one loads the CA bundle (~40 ms each).
-        context = ssl.create_default_context() if verify is True else verify
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        self._shards = [
-            httpx.AsyncHTTPTransport(limits=limits, verify=context) for _ in range(max(shards, 1))
-        ]
-        self._free = collections.deque(self._shards)
-        self._next = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._free:
-            shard, borrowed = self._free.popleft(), True
-        else:  # more callers than shards: queue on one, round robin
-            self._next = (self._next + 1) % len(self._shards)
-            shard, borrowed = self._shards[self._next], False
-        try:
-            response = await shard.handle_async_request(request)
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
-        finally:
-            if borrowed:
-                self._free.append(shard)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            content=content,
-            request=request,
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
-
-
 class ApiClient:
     """One keep-alive ``httpx.AsyncClient`` bound to a datasource. The token is only a header."""
 
@@ -308,32 +262,50 @@ class ApiClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.credentials = credentials
+        self._urls: dict[str, httpx.URL] = {}
         self._http = httpx.AsyncClient(
             base_url=credentials.base_url,
             headers={
                 "Authorization": f"Bearer {credentials.token}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
+                # Small JSON answers: compressing them costs more than it saves.
+                "Accept-Encoding": "identity",
                 "User-Agent": USER_AGENT,
             },
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            transport=transport or ShardedTransport(max_connections),
+            transport=transport or LeanTransport(),
         )
 
     async def get_stream(self) -> httpx.Response:
         return await self._http.get("/stream")
 
     async def post_items(self, target: str, body: bytes) -> httpx.Response:
-        return await self._http.post(f"/stream/{target}", content=body)
+        url = self._urls.get(target)
+        if url is None:  # parsed once: httpx re-parses a relative URL on every request
+            url = self._urls[target] = httpx.URL(f"{self.credentials.base_url}/stream/{target}")
+        return await self._http.post(url, content=body)
 
     async def delete_contact(self, user_id: str) -> httpx.Response:
-        return await self._http.delete(f"/stream/contacts/{quote(user_id, safe='')}")
+        return await self._http.delete(f"/stream/contacts/{contact_path_segment(user_id)}")
 
     async def get(self, path: str) -> httpx.Response:
         return await self._http.get(path)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def contact_path_segment(user_id: str) -> str:
+    """``user_id`` as one URL path segment: every reserved byte percent-encoded.
+
+    The ids ``.`` and ``..`` need more: httpx (like any RFC 3986 client) resolves such dot
+    segments, so ``DELETE /stream/contacts/..`` would go out as ``DELETE /stream``. Encoded as
+    ``%2E`` they stay an id.
+    """
+    if user_id in (".", ".."):
+        return "%2E" * len(user_id)
+    return quote(user_id, safe="")
 
 
 def auth_message(status: int, credentials: Credentials) -> str:

@@ -354,7 +354,15 @@ class Uploader:
         return ChunkResult(chunk, (outcome,) * len(chunk), status, attempts)
 
     async def _backoff(self, attempts: int) -> None:
-        """Exponential backoff with full jitter."""
         self.stats.retries += 1
-        ceiling = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempts - 1))
-        await self._sleep(self._rng.uniform(0, ceiling))
+        await self._sleep(backoff_delay(self.settings, attempts, self._rng))
+
+
+def backoff_delay(settings: UploadSettings, attempts: int, rng: random.Random) -> float:
+    """Exponential backoff with full jitter, after the ``attempts``-th failed attempt.
+
+    Shared with the other request loops (``delete``, the spec and stream reads), so every
+    request the tool retries backs off the same way.
+    """
+    ceiling = min(settings.backoff_cap, settings.backoff_base * 2 ** (attempts - 1))
+    return rng.uniform(0, ceiling)

@@ -3,10 +3,15 @@
 The same code path as a run up to the upload: :func:`importer.sources.resolve_inputs` and
 ``iter_batches``, :func:`load_mapping` and :func:`compile_mapping` per file, then
 ``map_batch``. Read rejects and map rejects both count as "would reject".
+
+With ``specs`` (``validate --specs``: the datasource's spec endpoints, read by the caller) the
+mapping is also checked against what the datasource accepts, and rows breaking its limits
+(``too_long`` …) count as would-reject too: see :mod:`importer.speccheck`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,6 +34,7 @@ from importer.mapping import (
 from importer.records import Reject, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
+from importer.speccheck import DatasourceSpecs, apply_specs
 
 _REJECT_SUFFIXES: dict[str, RejectsFormat] = {
     ".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson",
@@ -62,6 +68,7 @@ class ValidationReport:
     samples: Mapping[str, tuple[bytes, ...]]  # the first payloads per target, as sent
     warnings: tuple[MappingProblem, ...] = ()
     rejects_path: str | None = None  # set when a rejects file was written
+    specs_source: str | None = None  # with --specs: whose specs the mapping was checked against
 
     @property
     def exit_code(self) -> int:
@@ -87,6 +94,7 @@ class ValidationReport:
             "samples": {t: [orjson.loads(b) for b in s] for t, s in self.samples.items()},
             "warnings": [{"line": w.line, "message": w.message} for w in self.warnings],
             "rejects_file": self.rejects_path,
+            "specs": self.specs_source,
             "exit_code": self.exit_code,
         }
 
@@ -99,15 +107,20 @@ def validate_files(
     sample: int = 0,
     top: int = 10,
     rejects_path: str | Path | None = None,
+    specs: DatasourceSpecs | None = None,
 ) -> ValidationReport:
     """Map ``inputs`` with ``mapping`` and tally the outcome; nothing leaves the machine.
 
-    Raises :class:`MappingError` (every problem, across all files' headers) or
-    :class:`InputError` before reading any row.
+    Raises :class:`MappingError` (every problem, across all files' headers, and against
+    ``specs`` when given) or :class:`InputError` before reading any row.
     """
     spec = load_mapping(mapping)
     sources = resolve_inputs(inputs, read)
     compiled = _compile_all(spec, sources)
+    spec_warnings: tuple[MappingProblem, ...] = ()
+    if specs is not None:
+        checked, spec_warnings = apply_specs(spec, compiled, specs)
+        compiled = list(checked)
     tally = _Tally(sample=sample, top=top, targets=compiled[0].targets if compiled else ())
     writer = _LazyWriter(rejects_path, spec, sources)
     try:
@@ -120,7 +133,10 @@ def validate_files(
     finally:
         writer.close()
     warnings = tuple(dict.fromkeys(w for c in compiled for w in c.warnings)) or spec.warnings
-    return tally.report(spec, sources, warnings, writer.path_if_written)
+    report = tally.report(spec, sources, (*warnings, *spec_warnings), writer.path_if_written)
+    if specs is None:
+        return report
+    return dataclasses.replace(report, specs_source=specs.source)
 
 
 def _compile_all(spec: MappingSpec, sources: Sequence[SourceFile]) -> list[CompiledMapping]:
@@ -248,6 +264,8 @@ def render_text(report: ValidationReport) -> str:
         f"files     {', '.join(report.files)}",
         f"targets   {', '.join(report.targets)}",
     ]
+    if report.specs_source:
+        lines.append(f"specs     checked against {report.specs_source}")
     lines += [f"warning   {w.render(report.mapping_path)}" for w in report.warnings]
     lines += [
         "",

@@ -11,16 +11,26 @@ user guide.
 Modules: ``_yaml`` (YAML with line numbers), ``shapes`` (the YAML shape, pydantic),
 ``load`` (load_mapping: every problem at once), ``rules`` (Instasent's rules per target),
 ``options`` (type options), ``spec`` (the frozen result), ``casts`` (polars expressions per
-type), ``phone`` (E.164), ``engine`` (compile, map, serialise).
+type), ``phone`` (E.164), ``engine`` (compile, map, serialise), ``limits`` (a datasource's per-row
+limits, enforced by the engine under ``--specs``).
 """
 
-from importer.mapping.engine import CompiledMapping, MappedBatch, MappedItems, compile_mapping
+from importer.mapping.engine import (
+    CompiledMapping,
+    MappedBatch,
+    MappedItems,
+    compile_mapping,
+    with_limits,
+)
+from importer.mapping.limits import FieldLimit, Limits
 from importer.mapping.load import load_mapping, parse_mapping
 from importer.mapping.spec import FieldSpec, MappingSpec, NestedSpec, TargetSpec
 
 __all__ = [
     "CompiledMapping",
+    "FieldLimit",
     "FieldSpec",
+    "Limits",
     "MappedBatch",
     "MappedItems",
     "MappingSpec",
@@ -29,4 +39,5 @@ __all__ = [
     "compile_mapping",
     "load_mapping",
     "parse_mapping",
+    "with_limits",
 ]

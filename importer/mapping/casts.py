@@ -409,13 +409,18 @@ def _to_utc(expr: pl.Expr, dtype: pl.DataType, timezone: str) -> pl.Expr:
 def _list(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.List | pl.Array):
         return native_json(prepared, dtype)
-    items = (
-        prepared.str.split(field.separator)
+    items = split_list(field, prepared)
+    text = items.list.eval(json_string(pl.element())).list.join(",")
+    return pl.when(items.list.len() > 0).then(pl.concat_str([pl.lit("["), text, pl.lit("]")]))
+
+
+def split_list(field: FieldSpec, text: pl.Expr) -> pl.Expr:
+    """The entries a ``list`` field sends for a text cell: split, trimmed, empties dropped."""
+    return (
+        text.str.split(field.separator)
         .list.eval(pl.element().str.strip_chars())
         .list.eval(pl.element().filter(pl.element() != ""))
     )
-    text = items.list.eval(json_string(pl.element())).list.join(",")
-    return pl.when(items.list.len() > 0).then(pl.concat_str([pl.lit("["), text, pl.lit("]")]))
 
 
 # ---------------------------------------------------------------- per-value (Python) lookups

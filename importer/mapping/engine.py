@@ -36,6 +36,14 @@ from importer.mapping.casts import (
     source_expr,
     typed,
 )
+from importer.mapping.limits import (
+    LeafValue,
+    Limits,
+    RowCheck,
+    event_type_check,
+    leaf_checks,
+    unmapped_checks,
+)
 from importer.mapping.messages import REMEDY, describe_source, expectation, problem_text
 from importer.mapping.options import did_you_mean
 from importer.mapping.spec import (
@@ -96,9 +104,16 @@ def is_reserved(column: str) -> bool:
 
 
 def compile_mapping(
-    spec: MappingSpec, columns: Sequence[str], *, source: str | None = None
+    spec: MappingSpec,
+    columns: Sequence[str],
+    *,
+    source: str | None = None,
+    limits: Limits | None = None,
 ) -> CompiledMapping:
-    """Bind ``spec`` to a file's header; raise :class:`MappingError` on unknown columns."""
+    """Bind ``spec`` to a file's header; raise :class:`MappingError` on unknown columns.
+
+    ``limits`` (from the datasource's specs, see :mod:`importer.speccheck`) add per-row checks.
+    """
     checker = _HeaderCheck(spec, columns, source)
     pass_through: dict[str, tuple[str, ...]] = {
         t.target: checker.pass_through(t) for t in spec.targets
@@ -107,7 +122,13 @@ def compile_mapping(
     if any(p.severity == "error" for p in checker.problems):
         raise MappingError(spec.path, sorted(checker.problems, key=lambda p: p.line))
     warnings = (*spec.warnings, *checker.problems)
-    return CompiledMapping(spec, tuple(columns), pass_through, warnings)
+    return CompiledMapping(spec, tuple(columns), pass_through, warnings, limits)
+
+
+def with_limits(compiled: CompiledMapping, limits: Limits | None) -> CompiledMapping:
+    """The same compiled mapping, enforcing ``limits`` (None: none) on every row."""
+    return CompiledMapping(compiled.spec, compiled.columns, compiled.pass_through,
+                           compiled.warnings, limits)
 
 
 class _HeaderCheck:
@@ -206,13 +227,16 @@ class CompiledMapping:
         columns: tuple[str, ...],
         pass_through: Mapping[str, tuple[str, ...]],
         warnings: Sequence[MappingProblem],
+        limits: Limits | None = None,
     ) -> None:
         self.spec = spec
+        self.limits = limits
         self.columns = columns
         self.targets: tuple[TargetName, ...] = tuple(t.target for t in spec.targets)
         self.warnings: tuple[MappingProblem, ...] = tuple(warnings)
         self._pass_through = dict(pass_through)
         self._leaves: dict[str, list[_Leaf]] = {}
+        self._target_of: dict[int, str] = {}
         index = 0
         for target in spec.targets:
             leaves = self._leaves.setdefault(target.target, [])
@@ -221,18 +245,26 @@ class CompiledMapping:
                 for field in item.fields if isinstance(item, NestedSpec) else (item,):
                     path = f"{item.name}.{field.name}" if nested else item.name
                     leaves.append(_Leaf(index, field, path))
+                    self._target_of[index] = target.target
                     index += 1
 
     @property
     def leaves(self) -> list[_Leaf]:
         return [leaf for t in self.targets for leaf in self._leaves[t]]
 
+    @property
+    def pass_through(self) -> dict[str, tuple[str, ...]]:
+        """Per target, the columns ``all_other_columns`` sends under their own name."""
+        return dict(self._pass_through)
+
     def map_batch(self, batch: SourceBatch) -> MappedBatch:
         frame, filtered = _apply_skip(batch.frame, self.spec.skip_if)
         schema = frame.schema
         work = _evaluate(frame, self.leaves)
-        outputs = [pl.col(SOURCE_ROW), pl.coalesce([_error(leaf) for leaf in self.leaves])
-                   .alias(_CODE)]
+        checks = self._checks(work.schema, schema)
+        codes = [_leaf_error(leaf, checks) for leaf in self.leaves]
+        codes += [c.code for c in checks.get(None, [])]
+        outputs = [pl.col(SOURCE_ROW), pl.coalesce(codes).alias(_CODE)]
         for target in self.spec.targets:
             outputs += self._outputs(target, schema)
         done = work.select(outputs)
@@ -244,8 +276,34 @@ class CompiledMapping:
                            good[_col("body", t)].to_list())
             for t in self.targets
         }
-        rejects = self._rejects(work.filter(failed), schema, batch.source_file)
+        rejects = self._rejects(work.filter(failed), schema, batch.source_file, checks)
         return MappedBatch(batch.source_file, items, rejects, filtered)
+
+    # -- the datasource's limits (--specs)
+
+    def _checks(self, work: pl.Schema, schema: pl.Schema) -> dict[int | None, list[RowCheck]]:
+        """Per leaf index, the limit checks on it; under None, rows failing no field."""
+        limits = self.limits
+        if limits is None:
+            return {}
+        out: dict[int | None, list[RowCheck]] = {}
+        for target in self.targets:
+            leaves = self._leaves[target]
+            values = {leaf.index: _leaf_value(leaf, work, schema) for leaf in leaves}
+            kind = next((leaf for leaf in leaves if leaf.path == "_event_type"), None)
+            event_type = None
+            if target == "events" and kind is not None:
+                event_type = as_text(values[kind.index].prepared, values[kind.index].dtype)
+                found = event_type_check(limits, values[kind.index])
+                if found is not None:
+                    out.setdefault(kind.index, []).append(found)
+            for leaf in leaves:
+                more = leaf_checks(limits, target, values[leaf.index], event_type)
+                if more:
+                    out.setdefault(leaf.index, []).extend(more)
+            mapped = {leaf.path for leaf in leaves}
+            out.setdefault(None, []).extend(unmapped_checks(limits, target, mapped, event_type))
+        return out
 
     # -- valid rows
 
@@ -261,25 +319,33 @@ class CompiledMapping:
     # -- rejected rows
 
     def _rejects(
-        self, bad: pl.DataFrame, schema: pl.Schema, source_file: str
+        self,
+        bad: pl.DataFrame,
+        schema: pl.Schema,
+        source_file: str,
+        checks: Mapping[int | None, list[RowCheck]],
     ) -> tuple[Reject, ...]:
         if bad.height == 0:
             return ()
         leaves = self.leaves
-        bad = bad.with_columns([_error(leaf).alias(leaf.col("e")) for leaf in leaves])
+        bad = bad.with_columns([_leaf_error(leaf, checks).alias(leaf.col("e"))
+                                for leaf in leaves])
+        rows = checks.get(None, [])
         message = pl.concat_str(
-            [problem_text(leaf.field, leaf.path, pl.col(leaf.col("e")), schema)
-             for leaf in _distinct(leaves)],
+            [_leaf_message(leaf, schema, checks) for leaf in _distinct(leaves)]
+            + [c.message for c in rows],
             separator="; ",
             ignore_nulls=True,
         )
         first_field = pl.coalesce(
             [pl.when(pl.col(leaf.col("e")).is_not_null()).then(pl.lit(leaf.path))
              for leaf in leaves]
+            + [pl.when(c.code.is_not_null()).then(pl.lit(c.path)) for c in rows]
         )
         details = bad.select(
             pl.col(SOURCE_ROW),
-            pl.coalesce([pl.col(leaf.col("e")) for leaf in leaves]).alias("code"),
+            pl.coalesce([pl.col(leaf.col("e")) for leaf in leaves] + [c.code for c in rows])
+            .alias("code"),
             first_field.alias("field"),
             pl.concat_str([message, pl.lit(" — " + REMEDY)]).alias("message"),
         )
@@ -389,6 +455,38 @@ def _value(leaf: _Leaf, schema: pl.Schema) -> pl.Expr:
         return value
     # "" marks "present but invalid": it never reaches a payload (the row is rejected)
     return pl.when(prepared.is_not_null()).then(value.fill_null(pl.lit("")))
+
+
+def _leaf_value(leaf: _Leaf, work: pl.Schema, schema: pl.Schema) -> LeafValue:
+    dtype = work[leaf.col("p")]
+    return LeafValue(
+        field=leaf.field,
+        path=leaf.path,
+        prepared=pl.col(leaf.col("p")),
+        dtype=dtype if isinstance(dtype, pl.DataType) else dtype(),
+        member=pl.col(leaf.col("v")),
+        key=_key(leaf.field.name),
+        schema=schema,
+    )
+
+
+def _leaf_error(leaf: _Leaf, checks: Mapping[int | None, list[RowCheck]]) -> pl.Expr:
+    """The field's own error code first, then the datasource's limits on it."""
+    extra = checks.get(leaf.index)
+    if not extra:
+        return _error(leaf)
+    return pl.coalesce([_error(leaf), *(c.code for c in extra)])
+
+
+def _leaf_message(
+    leaf: _Leaf, schema: pl.Schema, checks: Mapping[int | None, list[RowCheck]]
+) -> pl.Expr:
+    """The sentence for the code :func:`_leaf_error` picked (null when the field is fine)."""
+    own = problem_text(leaf.field, leaf.path, _error(leaf), schema)
+    extra = checks.get(leaf.index)
+    if not extra:
+        return own
+    return pl.coalesce([own, *(c.message for c in extra)])
 
 
 def _error(leaf: _Leaf) -> pl.Expr:

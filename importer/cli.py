@@ -245,6 +245,9 @@ _RUN_OPTIONS = (
                  help="Continue an unfinished run of the same inputs and mapping."),
     click.option("--restart", "resume", flag_value="restart",
                  help="Start an unfinished run of the same inputs and mapping over."),
+    click.option("--specs", is_flag=True,
+                 help="Check the mapping against the datasource's specs first, and reject "
+                 "values longer than their maxLength (too_long)."),
 )
 
 
@@ -281,6 +284,7 @@ def _run_args(kw: dict[str, Any]) -> _RunArgs:
         dry_run_output=kw["dry_run_output"],
         state_dir=kw["state_dir"],
         resume="resume" if resume == "resume" else "restart" if resume == "restart" else None,
+        specs=kw["specs"],
     )
     return _RunArgs(options, kw["report_path"], kw["output"], kw["quiet"], kw["token_file"],
                     kw["use_sandbox"])
@@ -298,7 +302,7 @@ def _import(files: Sequence[str], mapping: str, args: _RunArgs) -> None:
                                       box.settings.datasource, box.settings.token)
             if not args.quiet:
                 click.echo(f"rehearsing against an in-process sandbox at {box.api_url}", err=True)
-        elif args.options.dry_run:
+        elif args.options.dry_run and not args.options.specs:
             credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
         else:
             credentials = Credentials.resolve(token_file=args.token_file)

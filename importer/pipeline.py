@@ -12,6 +12,7 @@ event loop keeps posting while the next rows are prepared.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
@@ -31,7 +32,7 @@ from importer import __version__
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
-from importer.exceptions import AuthError, FatalApiError, NotFoundError
+from importer.exceptions import AuthError, FatalApiError, MappingProblem, NotFoundError
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
     CompiledMapping,
@@ -46,6 +47,7 @@ from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
+from importer.speccheck import apply_specs, fetch_specs
 from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
 
 
@@ -62,6 +64,9 @@ class RunOptions:
     dry_run_output: str | None = None  # NDJSON of what would be sent
     # The journal's directory; None: $INSTASENT_STATE_DIR, else .instasent-import/
     state_dir: str | None = None
+    # Check the mapping against the datasource's spec endpoints before sending anything, and
+    # enforce their per-row limits (maxLength → too_long rejects).
+    specs: bool = False
     resume: ResumeMode | None = None  # what to do with an unfinished run of the same inputs
 
 
@@ -403,6 +408,7 @@ async def arun_import(
     started = time.monotonic()
     journal = None
     earlier = Earlier()
+    spec_warnings: tuple[MappingProblem, ...] = ()
     if not options.dry_run:
         journal = Journal(
             options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
@@ -416,6 +422,10 @@ async def arun_import(
     try:
         if not options.dry_run:
             await check_credentials(client, backoff=options.upload.backoff_base)
+        if options.specs:
+            found = await fetch_specs(client, settings=options.upload, timeout=options.timeout)
+            compiled, spec_warnings = apply_specs(plan.spec, plan.compiled, found)
+            plan = dataclasses.replace(plan, compiled=compiled)
         if journal is not None:
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
                               options.resume)
@@ -456,9 +466,10 @@ async def arun_import(
         run_id=plan.run_id,
         inputs=tuple(s.path for s in plan.sources),
         targets=plan.targets,
-        warnings=tuple(w.render(str(plan.spec.path)) for w in plan.compiled[0].warnings)
-        if plan.compiled
-        else (),
+        warnings=tuple(
+            w.render(str(plan.spec.path))
+            for w in (*(plan.compiled[0].warnings if plan.compiled else ()), *spec_warnings)
+        ),
     )
 
 

@@ -345,3 +345,46 @@ def test_dry_run_sends_nothing_and_writes_what_would_be_sent(
     lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert lines == [{"target": "contacts", "item": {"_user_id": "U1", "_email": "a@x.es"}}]
     assert sandbox_server.app.stats()["requests_total"] == 0
+
+
+SPEC_MAPPING = """\
+version: 1
+target: events
+fields:
+  _event_id: order_id
+  _user_id: customer_id
+  _event_type: {value: purchase}
+  _event_parameters:
+    amount: {column: amount, type: float}
+    currency: currency
+"""
+
+
+def test_specs_turn_max_length_into_row_rejects_before_sending(
+    tmp_path: Path, sandbox_server: RunningSandbox
+) -> None:
+    data = tmp_path / "orders.csv"
+    data.write_text("order_id,customer_id,amount,currency\nO1,C1,10.5,EUR\nO2,C2,3,EUROS\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(SPEC_MAPPING)
+    report = run_import([str(data)], mapping, creds(sandbox_server),
+                        RunOptions(specs=True, upload=FAST))
+    assert_balanced(report)
+    assert report.accepted == 1
+    assert report.rejected_by_stage == {"map": 1}  # caught locally: the API never saw it
+    assert report.rejected_by_code == {"too_long": 1}
+    assert sandbox_server.app.stats()["items_received"] == 1
+
+
+def test_specs_refuse_an_unknown_event_type_before_sending(
+    tmp_path: Path, sandbox_server: RunningSandbox
+) -> None:
+    from importer.exceptions import MappingError
+
+    data = tmp_path / "orders.csv"
+    data.write_text("order_id,customer_id,amount,currency\nO1,C1,10.5,EUR\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(SPEC_MAPPING.replace("value: purchase", "value: purchace"))
+    with pytest.raises(MappingError, match="purchace"):
+        run_import([str(data)], mapping, creds(sandbox_server), RunOptions(specs=True))
+    assert sandbox_server.app.stats()["items_received"] == 0

@@ -1,0 +1,38 @@
+"""``make bench``: every benchmark, one after the other (minutes; not part of make test).
+
+    python -m bench            # all of them
+    python -m bench run        # one: sources | mapping | sandbox | run
+
+Each prints its own figures; generated data lives in bench/data/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = {
+    "sources": [sys.executable, "bench/bench_sources.py", "--repeat", "2"],
+    "mapping": [sys.executable, "-m", "bench.bench_mapping", "--runs", "3"],
+    "sandbox": [sys.executable, "bench/sandbox_load.py", "--requests", "3000"],
+    "run": [sys.executable, "-m", "bench.bench_run"],
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(STEPS)
+    unknown = [name for name in chosen if name not in STEPS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+        return 2
+    failed = 0
+    for name in chosen:
+        print(f"\n=== {name}: {' '.join(STEPS[name][1:])}", flush=True)
+        failed |= subprocess.call(STEPS[name], cwd=ROOT)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -205,7 +205,7 @@ class _ProgressPrinter:
 def _read_options(delimiter: str | None, encoding: str | None) -> ReadOptions:
     if delimiter == "\\t":
         delimiter = "\t"
-    return ReadOptions(delimiter=delimiter, encoding=encoding)
+    return dataclasses.replace(RunOptions().read, delimiter=delimiter, encoding=encoding)
 
 
 _RUN_OPTIONS = (

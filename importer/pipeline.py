@@ -53,7 +53,9 @@ from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    read: ReadOptions = ReadOptions()
+    # 25k-row source batches: a batch, the one read ahead and their serialised items are what
+    # a run holds in memory; 100k-row batches cost ~250 MB more for ~5% less CPU.
+    read: ReadOptions = ReadOptions(batch_rows=25_000)
     upload: UploadSettings = UploadSettings()
     batch_size: int = MAX_BATCH_ITEMS
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
@@ -93,19 +95,11 @@ class Plan:
     sources: tuple[SourceFile, ...]
     spec: MappingSpec
     compiled: tuple[CompiledMapping, ...]  # one per source (headers may differ)
+    run_id: str = ""  # fingerprint of the inputs (path, size, mtime) and the mapping's hash
 
     @property
     def targets(self) -> tuple[Target, ...]:
         return self.compiled[0].targets if self.compiled else ()
-
-    @property
-    def run_id(self) -> str:
-        """Fingerprint of the inputs (path, size, mtime) and the mapping's hash."""
-        h = hashlib.sha256(self.spec.sha256.encode())
-        for s in self.sources:
-            st = Path(s.path).stat()
-            h.update(f"\0{s.path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
 
 
 def plan_import(
@@ -115,7 +109,15 @@ def plan_import(
     sources = tuple(resolve_inputs(inputs, read))
     spec = load_mapping(mapping)
     compiled = tuple(compile_mapping(spec, s.columns) for s in sources)
-    return Plan(sources, spec, compiled)
+    return Plan(sources, spec, compiled, _fingerprint(sources, spec))
+
+
+def _fingerprint(sources: Sequence[SourceFile], spec: MappingSpec) -> str:
+    h = hashlib.sha256(spec.sha256.encode())
+    for s in sources:
+        st = Path(s.path).stat()
+        h.update(f"\0{s.path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 async def check_credentials(

@@ -45,7 +45,7 @@ from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
-from importer.resume import Earlier, ResumeMode, prepare
+from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
 from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
@@ -422,6 +422,8 @@ async def arun_import(
         transport=transport,
     )
     try:
+        if journal is not None:
+            refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume)
         if not options.dry_run:
             await check_credentials(client, backoff=options.upload.backoff_base)
         if options.specs:
@@ -467,6 +469,7 @@ async def arun_import(
         resumed=bool(earlier),
         run_id=plan.run_id,
         inputs=tuple(s.path for s in plan.sources),
+        read_as=tuple(s.describe() for s in plan.sources),
         targets=plan.targets,
         warnings=tuple(
             w.render(str(plan.spec.path))

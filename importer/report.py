@@ -38,6 +38,7 @@ class ImportReport:
     resumed: bool = False
     run_id: str = ""
     inputs: tuple[str, ...] = ()
+    read_as: tuple[str, ...] = ()  # per input: format, encoding and delimiter as detected
     targets: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
@@ -81,7 +82,8 @@ class ImportReport:
 
 def render(report: ImportReport) -> str:
     """A plain table for stderr (readable in a cron log)."""
-    lines = [
+    lines = [f"{'input':<22}{d}" for d in report.read_as]
+    lines += [
         f"{'rows read':<22}{report.rows_read:>12,}",
         f"{'  accepted':<22}{report.accepted:>12,}",
         f"{'  rejected':<22}{report.rejected:>12,}",

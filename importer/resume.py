@@ -74,6 +74,16 @@ def _merge(a: Mapping[str, pl.Series], b: Mapping[str, pl.Series]) -> dict[str, 
     return out
 
 
+def refuse_if_unfinished(
+    journal: Journal, run_id: str, targets: tuple[str, ...], mode: ResumeMode | None
+) -> None:
+    """Without a choice, an unfinished run stops everything — before any network call."""
+    record = journal.get(run_id)
+    if record is not None and record.status != "finished" and mode is None:
+        acked = sum(len(s) for s in journal.acked(run_id, targets[-1]).values())
+        raise UsageError(unfinished_message(record, acked))
+
+
 def prepare(
     journal: Journal,
     run_id: str,
@@ -82,12 +92,9 @@ def prepare(
     mode: ResumeMode | None,
 ) -> Earlier:
     """Start the run in the journal; return what an earlier invocation finished."""
+    refuse_if_unfinished(journal, run_id, targets, mode)
     record = journal.get(run_id)
     unfinished = record is not None and record.status != "finished"
-    if unfinished and mode is None:
-        assert record is not None
-        acked = sum(len(s) for s in journal.acked(run_id, targets[-1]).values())
-        raise UsageError(unfinished_message(record, acked))
     if not (unfinished and mode == "resume"):
         journal.start(run_id, meta, resume=False)
         return Earlier()

@@ -107,6 +107,18 @@ class SourceFile:
     total: int  # for progress: bytes (csv, ndjson) or rows (parquet)
     total_unit: Literal["bytes", "rows"]
 
+    def describe(self) -> str:
+        """How the file is read, for reports: ``crm.csv (csv, cp1252, ';'-separated)``."""
+        parts: list[str] = [self.format]
+        if self.compression:
+            parts.append(self.compression)
+        if self.encoding:
+            parts.append(self.encoding)
+        if self.delimiter:
+            shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
+            parts.append(f"{shown}-separated")
+        return f"{self.path} ({', '.join(parts)})"
+
 
 # ───────────────────────────── resolving inputs ─────────────────────────────
 

@@ -69,6 +69,7 @@ class ValidationReport:
     warnings: tuple[MappingProblem, ...] = ()
     rejects_path: str | None = None  # set when a rejects file was written
     specs_source: str | None = None  # with --specs: whose specs the mapping was checked against
+    read_as: tuple[str, ...] = ()  # per file: format, encoding, delimiter as detected
 
     @property
     def exit_code(self) -> int:
@@ -80,6 +81,7 @@ class ValidationReport:
         return {
             "mapping": {"path": self.mapping_path, "sha256": self.mapping_sha256},
             "files": list(self.files),
+            "read_as": list(self.read_as),
             "targets": list(self.targets),
             "rows_read": self.rows_read,
             "valid": self.valid,
@@ -195,6 +197,7 @@ class _Tally:
             mapping_path=spec.path,
             mapping_sha256=spec.sha256,
             files=tuple(s.path for s in sources),
+            read_as=tuple(s.describe() for s in sources),
             targets=self.targets,
             rows_read=self.rows_read,
             valid=self.valid,
@@ -261,7 +264,7 @@ def render_text(report: ValidationReport) -> str:
     """The human summary printed by ``instasent-import validate``."""
     lines = [
         f"mapping   {report.mapping_path} (sha256 {report.mapping_sha256[:12]}…)",
-        f"files     {', '.join(report.files)}",
+        f"files     {', '.join(report.read_as or report.files)}",
         f"targets   {', '.join(report.targets)}",
     ]
     if report.specs_source:

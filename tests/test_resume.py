@@ -149,7 +149,7 @@ def test_unfinished_run_needs_a_choice_and_restart_starts_over(
     code, _, err = run()
     assert code == 2
     assert f"run {plan.run_id}" in err
-    assert box.app.stats()["items_received"] == 0
+    assert box.app.stats()["requests_total"] == 0  # refused before any network call
     code, out, err = run("--restart")
     assert code == 3, err
     assert json.loads(out)["skipped_done"] == 0

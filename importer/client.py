@@ -250,6 +250,15 @@ def interpret(
     return verdict(Verdict.FAILED, f"HTTP {status}: {_message(content)}")
 
 
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    """A batch's answer: what :func:`interpret` needs (header names lower-case)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
 class ApiClient:
     """One keep-alive ``httpx.AsyncClient`` bound to a datasource. The token is only a header."""
 
@@ -263,28 +272,43 @@ class ApiClient:
     ) -> None:
         self.credentials = credentials
         self._urls: dict[str, httpx.URL] = {}
+        headers = {
+            "Authorization": f"Bearer {credentials.token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            # Small JSON answers: compressing them costs more than it saves.
+            "Accept-Encoding": "identity",
+            "User-Agent": USER_AGENT,
+        }
+        limits = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._lean = LeanTransport() if transport is None else None
+        self._raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self._timeouts = (limits.connect, limits.read, limits.write)
         self._http = httpx.AsyncClient(
             base_url=credentials.base_url,
-            headers={
-                "Authorization": f"Bearer {credentials.token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                # Small JSON answers: compressing them costs more than it saves.
-                "Accept-Encoding": "identity",
-                "User-Agent": USER_AGENT,
-            },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            transport=transport or LeanTransport(),
+            headers=headers,
+            timeout=limits,
+            transport=self._lean or transport,
         )
 
     async def get_stream(self) -> httpx.Response:
         return await self._http.get("/stream")
 
-    async def post_items(self, target: str, body: bytes) -> httpx.Response:
+    async def post_items(self, target: str, body: bytes) -> RawResponse:
+        """POST one batch. On the default transport this skips httpx's Request/Response
+        objects (see LeanTransport.post); through any other transport (a test's ASGI app),
+        it is an ordinary request of the same client."""
         url = self._urls.get(target)
         if url is None:  # parsed once: httpx re-parses a relative URL on every request
             url = self._urls[target] = httpx.URL(f"{self.credentials.base_url}/stream/{target}")
-        return await self._http.post(url, content=body)
+        if self._lean is not None:
+            status, raw, content = await self._lean.post(
+                url, self._raw_headers, body, self._timeouts
+            )
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+            return RawResponse(status, headers, content)
+        response = await self._http.post(url, content=body)
+        return RawResponse(response.status_code, response.headers, response.content)
 
     async def delete_contact(self, user_id: str) -> httpx.Response:
         return await self._http.delete(f"/stream/contacts/{contact_path_segment(user_id)}")

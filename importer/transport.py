@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -39,9 +40,16 @@ class _StaleConnection(Exception):
     """A kept-alive connection the server had closed before we wrote to it."""
 
 
-def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float | None]:
+Timeouts = tuple[float | None, float | None, float | None]  # connect, read, write
+
+
+def _timeouts(request: httpx.Request) -> Timeouts:
     t = request.extensions.get("timeout") or {}
     return t.get("connect"), t.get("read"), t.get("write")
+
+
+def _origin(url: httpx.URL) -> Origin:
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -53,21 +61,46 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin: Origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         body = await request.aread()
-        head = self._head(request, body)
+        status, headers, content = await self._roundtrip(
+            _origin(url), self._head(request, body), body, _timeouts(request), lambda: request
+        )
+        return httpx.Response(status, headers=headers, content=content, request=request,
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    async def post(
+        self, url: httpx.URL, headers: Sequence[tuple[bytes, bytes]], body: bytes,
+        timeouts: Timeouts,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The hot path: POST ``body`` without building httpx Request/Response objects
+        (about a third of the CPU of a request went into them). ``headers`` exclude Host and
+        Content-Length. Raises the same httpx exceptions as a request through the client."""
+        lines = [b"POST %s HTTP/1.1" % url.raw_path, b"Host: %s" % url.netloc]
+        lines += [name + b": " + value for name, value in headers]
+        lines.append(b"Content-Length: %d" % len(body))
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        return await self._roundtrip(
+            _origin(url), head, body, timeouts, lambda: httpx.Request("POST", url)
+        )
+
+    async def _roundtrip(
+        self, origin: Origin, head: bytes, body: bytes, timeouts: Timeouts,
+        request: Callable[[], httpx.Request],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         idle = self._idle[origin]
         while idle:  # a reused connection may have been closed by the server meanwhile
             conn = idle.pop()
             try:
-                return await self._exchange(conn, origin, request, head, body, reused=True)
+                return await self._exchange(conn, origin, request, head, body, timeouts,
+                                            reused=True)
             except _StaleConnection:
                 continue
-        conn = await self._connect(origin, request)
+        conn = await self._connect(origin, request, timeouts[0])
         try:
-            return await self._exchange(conn, origin, request, head, body, reused=False)
+            return await self._exchange(conn, origin, request, head, body, timeouts,
+                                        reused=False)
         except _StaleConnection as exc:  # pragma: no cover - only on a reused connection
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            raise httpx.RemoteProtocolError(str(exc), request=request()) from exc
 
     @staticmethod
     def _head(request: httpx.Request, body: bytes) -> bytes:
@@ -84,9 +117,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
             lines.append(b"Content-Length: %d" % len(body))
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    async def _connect(self, origin: Origin, request: httpx.Request) -> _Connection:
+    async def _connect(
+        self, origin: Origin, request: Callable[[], httpx.Request], connect_timeout: float | None
+    ) -> _Connection:
         scheme, host, port = origin
-        connect_timeout, _, _ = _timeouts(request)
         context = self._ssl if scheme == "https" else None
         try:
             reader, writer = await asyncio.wait_for(
@@ -96,23 +130,24 @@ class LeanTransport(httpx.AsyncBaseTransport):
             )
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out",
-                                       request=request) from exc
+                                       request=request()) from exc
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}",
-                                     request=request) from exc
+                                     request=request()) from exc
         return _Connection(reader, writer)
 
     async def _exchange(
         self,
         conn: _Connection,
         origin: Origin,
-        request: httpx.Request,
+        request: Callable[[], httpx.Request],
         head: bytes,
         body: bytes,
+        timeouts: Timeouts,
         *,
         reused: bool,
-    ) -> httpx.Response:
-        _, read_timeout, write_timeout = _timeouts(request)
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        _, read_timeout, write_timeout = timeouts
         try:
             conn.writer.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
@@ -120,39 +155,39 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await asyncio.wait_for(conn.writer.drain(), write_timeout)
         except TimeoutError as exc:
             conn.close()
-            raise httpx.WriteTimeout("sending the request timed out", request=request) from exc
+            raise httpx.WriteTimeout("sending the request timed out", request=request()) from exc
         except OSError as exc:
             conn.close()
             if reused:
                 raise _StaleConnection(str(exc)) from exc
-            raise httpx.WriteError(f"sending the request failed: {exc}", request=request) from exc
+            raise httpx.WriteError(f"sending the request failed: {exc}",
+                                   request=request()) from exc
         try:
             status, headers, content, keep = await asyncio.wait_for(
-                self._read_response(conn.reader, request), read_timeout
+                self._read_response(conn.reader, head.startswith(b"HEAD ")), read_timeout
             )
         except TimeoutError as exc:
             conn.close()
             raise httpx.ReadTimeout("waiting for the response timed out",
-                                    request=request) from exc
+                                    request=request()) from exc
         except _Disconnected as exc:
             conn.close()
             if reused and not exc.partial:
                 raise _StaleConnection(str(exc)) from exc
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            raise httpx.RemoteProtocolError(str(exc), request=request()) from exc
         except (OSError, ValueError) as exc:
             conn.close()
             raise httpx.ReadError(f"reading the response failed: {exc}",
-                                  request=request) from exc
+                                  request=request()) from exc
         if keep:
             self._idle[origin].append(conn)
         else:
             conn.close()
-        return httpx.Response(status, headers=headers, content=content, request=request,
-                              extensions={"http_version": b"HTTP/1.1"})
+        return status, headers, content
 
     @staticmethod
     async def _read_response(
-        reader: asyncio.StreamReader, request: httpx.Request
+        reader: asyncio.StreamReader, head_request: bool
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         try:
             raw_head = await reader.readuntil(b"\r\n\r\n")
@@ -183,7 +218,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             elif lower == b"connection":
                 keep = value.lower() != b"close"
         try:
-            if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            if head_request or status in (204, 304) or 100 <= status < 200:
                 content = b""
             elif chunked:
                 content = await _read_chunked(reader)

@@ -84,7 +84,10 @@ def unthrottled(rows: int, latency: str) -> dict[str, Any]:
             out[key + "_cpu_us_per_req"] = result["cpu_s"] / result["requests"] * 1e6
         with sandbox("--latency-ms", latency) as box:
             report, m = importer(data, box.env(), "--concurrency", str(CONCURRENCY))
-    out["importer_rps"] = report["requests"] / m.wall_s
+    # Like the ceiling client's own clock, the run's duration excludes interpreter start-up;
+    # the process's wall time is reported beside it.
+    out["importer_rps"] = report["requests"] / report["duration_s"]
+    out["importer_rps_process_wall"] = report["requests"] / m.wall_s
     out["importer_wall_s"] = m.wall_s
     out["importer_cpu_us_per_row"] = m.cpu_s / rows * 1e6
     best = max(out["ceiling_shared_rps"], out["ceiling_per_worker_rps"])

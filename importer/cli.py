@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -481,17 +481,8 @@ def check(token_file: Path | None, timeout: float, output: str) -> None:
     """
     from importer.datasource import check_datasource, render_info
 
-    try:
-        credentials = Credentials.resolve(token_file=token_file)
-        info = check_datasource(credentials, timeout=timeout)
-    except ImporterError as exc:
-        if output == "json":
-            _json_failure(exc)
-        raise
-    if output == "json":
-        click.echo(json.dumps(info.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(render_info(info))
+    _fetch_and_show(lambda c: check_datasource(c, timeout=timeout), render_info,
+                    output=output, token_file=token_file)
 
 
 class _DeleteProgress:
@@ -650,17 +641,36 @@ def specs(token_file: Path | None, timeout: float, output: str) -> None:
     """
     from importer.speccheck import load_specs, render_specs
 
+    _fetch_and_show(lambda c: load_specs(c, timeout=timeout), render_specs,
+                    output=output, token_file=token_file)
+
+
+class _Shown(Protocol):
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+_T = TypeVar("_T", bound=_Shown)
+
+
+def _fetch_and_show(
+    fetch: Callable[[Credentials], _T],
+    render: Callable[[_T], str],
+    *,
+    output: str,
+    token_file: Path | None,
+) -> None:
+    """``check`` and ``specs``: one read of the API, shown as a table or as JSON."""
     try:
-        credentials = Credentials.resolve(token_file=token_file)
-        found = load_specs(credentials, timeout=timeout)
+        result = fetch(Credentials.resolve(token_file=token_file))
     except ImporterError as exc:
         if output == "json":
             _json_failure(exc)
         raise
     if output == "json":
-        click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        click.echo(render_specs(found))
+        click.echo(render(result))
 
 
 def main() -> None:

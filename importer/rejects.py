@@ -228,23 +228,5 @@ class RejectsWriter:
         self.close()
 
 
-def open_rejects(
-    path: str | Path,
-    *,
-    source_columns: Sequence[str],
-    fmt: RejectsFormat = "csv",
-    delimiter: str = ",",
-    source_schema: Mapping[str, pl.DataType] | None = None,
-    meta: Mapping[str, Any] | None = None,
-    append: bool = False,
-) -> RejectsWriter:
-    """Create (or, with ``append``, continue) a rejects file and its sidecar."""
-    return RejectsWriter(
-        path,
-        source_columns=source_columns,
-        fmt=fmt,
-        delimiter=delimiter,
-        source_schema=source_schema,
-        meta=meta,
-        append=append,
-    )
+#: Create (or, with ``append``, continue) a rejects file and its sidecar.
+open_rejects = RejectsWriter

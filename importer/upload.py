@@ -33,6 +33,8 @@ Clock = Callable[[], float]
 #: A 429 storm is not a reason to loop forever: after this many waits a chunk gives up
 #: (its rows become retryable rejects).
 MAX_RATE_LIMITED_WAITS = 50
+#: How far behind its schedule the pacer may catch up with a short burst, in seconds.
+CATCH_UP = 0.25
 #: The longest single wait a rate-limit header may impose (guards against clock skew).
 MAX_RATE_WAIT = 65.0
 
@@ -100,7 +102,11 @@ class RatePacer:
         if self._remaining <= 0:
             self._blocked_until = now + min(self._reset - now, MAX_RATE_WAIT) + self._jit()
             return self._blocked_until - now
-        slot = max(now, self._next_slot)
+        # Timers fire late (a fraction of a millisecond, more on a busy machine): a slot
+        # that starts late must not push the whole schedule back, or the run drifts below
+        # the ceiling by that much on every request. Late slots are caught up, within
+        # CATCH_UP seconds; the window's budget still bounds the total, so no 429 follows.
+        slot = max(now - CATCH_UP, self._next_slot)
         if slot > now:
             return slot - now
         self._next_slot = slot + (self._reset - now) / self._remaining
@@ -119,7 +125,7 @@ class RatePacer:
             # A new window: what the server says, less what is in flight and not yet counted.
             self._reset = rate.reset
             self._remaining = rate.remaining - self.inflight
-            self._next_slot = 0.0
+            self._next_slot = self._clock()  # a new schedule: nothing to catch up on
         elif rate.reset == self._reset:
             # Responses overtake each other, and other clients share the budget: the lowest
             # count is the safest truth.

@@ -120,3 +120,25 @@ def test_pinned_concurrency_does_not_move() -> None:
 
     asyncio.run(go())
     assert limit.limit == 3
+
+
+def test_late_timers_do_not_drift_the_schedule_below_the_ceiling() -> None:
+    """Every sleep overshoots by 2 ms (a busy loop). In a window with budget to spare (the
+    last window of a run), 50 requests at 10/s must take 5 s, not 5 s plus 50 overshoots."""
+    t = FakeTime()
+
+    async def late_sleep(seconds: float) -> None:
+        t.now += seconds + 0.002
+
+    pacer = RatePacer(clock=t.clock, sleep=late_sleep, rng=random.Random(1), jitter=0.0)
+
+    async def go() -> float:
+        await pacer.acquire()
+        pacer.done(RateInfo(limit=101, remaining=100, reset=t.now + 10))
+        start = t.now
+        for _ in range(50):
+            await pacer.acquire()
+            pacer.done(RateInfo())
+        return t.now - start
+
+    assert asyncio.run(go()) <= 4.9 + 0.01

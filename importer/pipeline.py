@@ -260,7 +260,6 @@ class _Run:
             if batch.rejects or mapped.rejects:
                 self._ensure_writer()
             self.reconciler.on_read(batch)
-            self.reconciler.tally.rows_read += produced.skipped
             self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
             self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
         self._done_bytes = max(self._done_bytes, batch.progress)

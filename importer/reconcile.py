@@ -107,6 +107,7 @@ class Reconciler:
     def on_skipped(self, done: int, first_target_done: int) -> None:
         """A resumed run met rows finished before (``done``), and rows whose first target
         was acknowledged before (``first_target_done``: they await their event)."""
+        self.tally.rows_read += done  # read again, and skipped: they are still input rows
         self.tally.skipped_done += done
         self.pending += first_target_done
 

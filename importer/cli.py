@@ -164,7 +164,7 @@ class _ProgressPrinter:
         self.interval = interval
         self._bar: Any = None
         self._phase = ""
-        self._last = time.monotonic()
+        self._last = self._started = time.monotonic()
 
     def __call__(self, p: Progress) -> None:
         if self.quiet:
@@ -175,8 +175,10 @@ class _ProgressPrinter:
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
+            rate = p.rows_read / max(now - self._started, 1e-9)
             click.echo(
-                f"[{p.phase}] read {p.rows_read:,} rows · accepted {p.accepted:,} · "
+                f"[{p.phase}] read {p.rows_read:,} rows ({rate:,.0f}/s) · "
+                f"accepted {p.accepted:,} · "
                 f"rejected {p.rejected:,} · {p.done / max(p.total, 1):.0%} of input",
                 err=True,
             )
@@ -192,8 +194,9 @@ class _ProgressPrinter:
                 unit_scale=True, desc=p.phase, file=sys.stderr, leave=False,
             )
         self._bar.n = p.done
-        self._bar.set_postfix(rows=p.rows_read, ok=p.accepted, rejected=p.rejected,
-                              refresh=False)
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        self._bar.set_postfix(rows=p.rows_read, rows_s=f"{p.rows_read / elapsed:,.0f}",
+                              ok=p.accepted, rejected=p.rejected, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:

@@ -216,3 +216,18 @@ def test_end_to_end_through_a_subprocess(tmp_path: Path, box: RunningSandbox) ->
     assert report["mean_batch_fill"] == 90.0
     assert box.app.stats()["contacts"] == 450
     assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_without_a_terminal_progress_is_a_log_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from importer.cli import _ProgressPrinter
+    from importer.pipeline import Progress
+
+    printer = _ProgressPrinter(quiet=False, interval=0.0)
+    printer.tty = False  # as under cron
+    printer(Progress("contacts", "bytes", 50, 200, 1_000, 990, 10))
+    err = capsys.readouterr().err
+    assert "[contacts] read 1,000 rows" in err
+    assert "accepted 990 · rejected 10 · 25% of input" in err
+    quiet = _ProgressPrinter(quiet=True, interval=0.0)
+    quiet(Progress("contacts", "bytes", 50, 200, 1_000, 990, 10))
+    assert capsys.readouterr().err == ""

@@ -20,6 +20,7 @@ from importer.sandbox.settings import SandboxSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS: tuple[tuple[str, ...], ...] = (
+    ("check",),
     ("run", "sample_data/contacts.csv", "--mapping", "mappings/contacts.yaml"),
     ("run", "sample_data/events.parquet", "--mapping", "mappings/events.yaml"),
     ("run", "sample_data/orders.csv", "--mapping", "mappings/orders.yaml"),
@@ -28,6 +29,15 @@ STEPS: tuple[tuple[str, ...], ...] = (
 
 def _available(step: tuple[str, ...]) -> bool:
     return all((ROOT / a).exists() for a in step if "/" in a)
+
+
+def _show_rejects(path: Path, lines: int = 3) -> None:
+    """The first rejected rows, as a newcomer would open the file."""
+    if path.suffix != ".csv" or not path.exists():
+        return
+    with path.open(encoding="utf-8-sig") as fh:
+        head = [next(fh, "").rstrip() for _ in range(lines + 1)]
+    print("  " + "\n  ".join(h for h in head if h) + "\n  …", flush=True)
 
 
 def main() -> int:
@@ -54,10 +64,13 @@ def main() -> int:
             code = subprocess.call(
                 [sys.executable, "-m", "importer", *args], env=env, cwd=ROOT
             )
-            print(f"(exit code {code})\n", flush=True)
+            print(f"(exit code {code})", flush=True)
+            if step[0] == "run" and code == 3:
+                _show_rejects(Path(args[-1]))
+            print(flush=True)
         stats = box.app.stats()
     print(f"the sandbox now holds {stats['contacts']} contacts and {stats['events']} events")
-    print(f"rejects files (fix them and run `instasent-import retry FILE`): {out}")
+    print(f"rejects files: {out}  (fix a row, then `instasent-import retry FILE --all`)")
     return 0
 
 

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import itertools
 import os
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import polars as pl
 
 from importer import __version__
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
-from importer.exceptions import AuthError, FatalApiError, MappingProblem, NotFoundError
+from importer.datasource import fetch_stream
+from importer.exceptions import MappingProblem
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
     CompiledMapping,
@@ -118,44 +117,6 @@ def _fingerprint(sources: Sequence[SourceFile], spec: MappingSpec) -> str:
         st = Path(s.path).stat()
         h.update(f"\0{s.path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-async def check_credentials(
-    client: ApiClient, *, attempts: int = 3, backoff: float = 0.5
-) -> dict[str, Any]:
-    """``GET /stream``: the cheapest way to know the token and ids are right.
-
-    401/404 are final; 5xx, 429 and transport errors are tried ``attempts`` times.
-    """
-    creds = client.credentials
-    problem = ""
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            await asyncio.sleep(random.uniform(0, backoff * 2 ** (attempt - 2)))
-        try:
-            response = await client.get_stream()
-        except httpx.TransportError as exc:
-            problem = (
-                f"cannot reach {creds.api_url} ({type(exc).__name__}: {exc}) — "
-                "check INSTASENT_API_URL and the network"
-            )
-            continue
-        status = response.status_code
-        if status == 401:
-            raise AuthError(auth_message(401, creds), 401)
-        if status == 404:
-            raise NotFoundError(auth_message(404, creds), 404)
-        if status >= 500 or status == 429:
-            problem = f"GET /stream answered HTTP {status}; try again later"
-            continue
-        if status != 200:
-            raise FatalApiError(f"GET /stream answered HTTP {status}", status)
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise FatalApiError("GET /stream answered 200 with a body that is not JSON") from None
-        return body if isinstance(body, dict) else {}
-    raise FatalApiError(f"{problem} (after {attempts} attempts)")
 
 
 class _Run:
@@ -424,7 +385,8 @@ async def arun_import(
         if journal is not None:
             refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume)
         if not options.dry_run:
-            await check_credentials(client, backoff=options.upload.backoff_base)
+            # GET /stream: 401/404 stop here, nothing sent; connection failures say which.
+            await fetch_stream(client, timeout=options.timeout, settings=options.upload)
         if options.specs:
             found = await fetch_specs(client, settings=options.upload, timeout=options.timeout)
             compiled, spec_warnings = apply_specs(plan.spec, plan.compiled, found)

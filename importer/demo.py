@@ -45,13 +45,7 @@ def main() -> int:
     # A little latency and a rate limit make the sandbox behave like the real thing.
     settings = SandboxSettings(rate_limit=6000, latency_ms=(5, 15))
     with running_sandbox(settings) as box:
-        env = {
-            **os.environ,
-            "INSTASENT_API_URL": box.api_url,
-            "INSTASENT_PROJECT": box.settings.project,
-            "INSTASENT_DATASOURCE": box.settings.datasource,
-            "INSTASENT_TOKEN": box.settings.token,
-        }
+        env = {**os.environ, **box.env()}
         print(f"sandbox listening at {box.api_url} (INSTASENT_* variables exported for it)\n")
         for step in STEPS:
             if not _available(step):

@@ -34,13 +34,7 @@ def box(make_sandbox: Callable[..., RunningSandbox]) -> RunningSandbox:
 
 
 def _env(box: RunningSandbox, **extra: str) -> dict[str, str]:
-    return {
-        "INSTASENT_API_URL": box.api_url,
-        "INSTASENT_PROJECT": box.settings.project,
-        "INSTASENT_DATASOURCE": box.settings.datasource,
-        "INSTASENT_TOKEN": TOKEN,
-        **extra,
-    }
+    return {**box.env(), **extra}
 
 
 def _files(tmp_path: Path, rows: str) -> tuple[Path, Path]:

@@ -49,14 +49,7 @@ def write_events(path: Path, n: int) -> set[int]:
 
 
 def _env(box: RunningSandbox, state: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "INSTASENT_API_URL": box.api_url,
-        "INSTASENT_PROJECT": box.settings.project,
-        "INSTASENT_DATASOURCE": box.settings.datasource,
-        "INSTASENT_TOKEN": box.settings.token,
-        "INSTASENT_STATE_DIR": str(state),
-    }
+    return {**os.environ, **box.env(), "INSTASENT_STATE_DIR": str(state)}
 
 
 def _cmd(data: Path, mapping: Path, rejects: Path, *extra: str) -> list[str]:

@@ -23,17 +23,8 @@ fields:
 """
 
 
-def _env(box: RunningSandbox) -> dict[str, str]:
-    return {
-        "INSTASENT_API_URL": box.api_url,
-        "INSTASENT_PROJECT": box.settings.project,
-        "INSTASENT_DATASOURCE": box.settings.datasource,
-        "INSTASENT_TOKEN": box.settings.token,
-    }
-
-
 def _cli(args: list[str], box: RunningSandbox) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args, env=_env(box), catch_exceptions=False)
+    result = CliRunner().invoke(cli, args, env=box.env(), catch_exceptions=False)
     return result.exit_code, result.stderr
 
 

@@ -55,6 +55,16 @@ class RunningSandbox:
         """``http://HOST:PORT``: the hooks are at ``{root_url}/__sandbox/...``."""
         return self.api_url.removesuffix("/v1")
 
+    def env(self) -> dict[str, str]:
+        """The ``INSTASENT_*`` variables that point the importer at this sandbox."""
+        s = self.settings
+        return {
+            "INSTASENT_API_URL": self.api_url,
+            "INSTASENT_PROJECT": s.project,
+            "INSTASENT_DATASOURCE": s.datasource,
+            "INSTASENT_TOKEN": s.token,
+        }
+
 
 def _uvicorn_config(app: SandboxApp, *, quiet_logging: bool) -> uvicorn.Config:
     return uvicorn.Config(

@@ -18,6 +18,7 @@ STEPS = {
     "mapping": [sys.executable, "-m", "bench.bench_mapping", "--runs", "3"],
     "sandbox": [sys.executable, "bench/sandbox_load.py", "--requests", "3000"],
     "run": [sys.executable, "-m", "bench.bench_run"],
+    "compare": [sys.executable, "-m", "bench.bench_compare"],
 }
 
 

@@ -1,0 +1,268 @@
+"""The importer against its peers, same data, same sandbox settings, same run (issue 8).
+
+Tools: ``importer`` (``instasent-import run``), ``handwritten`` (bench/peers/handwritten.py:
+pandas + requests, sequential), ``dlt`` (bench/peers/dlt_sink.py: a ``@dlt.destination``
+sink) and ``ceiling`` (bench/ceiling_client.py: the importer's own pre-built bodies posted
+with httpx at the importer's concurrency — the physical limit, no retries).
+
+Scenarios, each tool against a fresh sandbox process: (1) 50 ms latency; (2) 50 ms latency
+and 6000 requests/minute; (3) 50 ms latency and 5% 5xx faults.
+
+Every tool loads the generated contacts CSV and events Parquet (one process per file; wall,
+CPU seconds and requests are summed, peak RSS is the larger). Landed rows are counted by the
+sandbox (``/__sandbox/stats``: stored contacts + events); ``lost`` is the valid rows (those
+the importer's dry run accepts) minus landed minus the rows the tool itself reported as
+failed, floored at 0. Each figure is the median of ``--repeat`` runs.
+
+    python -m bench.bench_compare [--rows 1000000] [--repeat 3] [--scenarios 1,2,3]
+        [--tools importer,handwritten,dlt,ceiling] [--out bench/results/latest.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.bench_run import CONCURRENCY, dataset
+from bench.gen import generate_events_parquet
+from bench.harness import DATA, ROOT, Measured, Sandbox, machine, measure, sandbox
+
+TOOLS = ("importer", "handwritten", "dlt", "ceiling")
+KINDS = ("contacts", "events")
+CONTACTS_MAPPING = ROOT / "bench" / "mappings" / "contacts.yaml"
+# The importer's mapping for bench/gen.py's order lines: the same fields the peers send.
+EVENTS_MAPPING = """\
+version: 1
+target: events
+fields:
+  _event_id:
+    hash: [order_id, line_no]
+  _user_id: customer_id
+  _event_type:
+    value: purchase
+  _event_date:
+    column: ordered_at
+    type: datetime
+  _event_parameters:
+    order_id: order_id
+    sku: sku
+    amount: {column: amount, type: float}
+    currency: currency
+"""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every run shares: the files, the importer's view of them, the ceiling's bodies."""
+
+    files: dict[str, Path]  # kind -> data file
+    mappings: dict[str, Path]  # kind -> importer mapping
+    items: dict[str, Path]  # kind -> --dry-run-output NDJSON (the ceiling's bodies)
+    rows: int  # rows in both files
+    valid: int  # rows the importer's dry run accepts (should land)
+    dry_rejected: dict[str, int]  # kind -> rows the dry run rejects (invalid, never sent)
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One tool, one scenario, one repetition."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    requests: int
+    rate_limited: int
+    landed: int
+    reported_failed: int
+    lost: int
+    ok: bool
+
+
+def scenario_flags(scenario: int, latency_ms: str, seed: int) -> list[str]:
+    flags = ["--latency-ms", latency_ms]
+    if scenario == 2:
+        flags += ["--rate-limit", "6000"]
+    if scenario == 3:
+        flags += ["--fail-rate", "0.05", "--seed", str(seed)]
+    return flags
+
+
+def events_dataset(rows: int) -> Path:
+    path = DATA / f"events_{rows}.parquet"
+    if not path.exists():
+        generate_events_parquet(path, rows)
+    return path
+
+
+def prepare(rows: int, workdir: Path, timeout: float) -> Prepared:
+    """Generate (or reuse) the files and dry-run the importer on them, once for all runs."""
+    files = {"contacts": dataset(rows), "events": events_dataset(rows)}
+    events_mapping = workdir / "events.yaml"
+    events_mapping.write_text(EVENTS_MAPPING, encoding="utf-8")
+    mappings = {"contacts": CONTACTS_MAPPING, "events": events_mapping}
+    items: dict[str, Path] = {}
+    total = valid = 0
+    dry_rejected: dict[str, int] = {}
+    for kind in KINDS:
+        items[kind] = workdir / f"{kind}.items.ndjson"
+        m = measure([sys.executable, "-m", "importer", "run", str(files[kind]), "--mapping",
+                     str(mappings[kind]), "--dry-run", "--dry-run-output", str(items[kind]),
+                     "--quiet", "--output", "json", "--rejects", str(workdir / "dry.csv"),
+                     "--state-dir", str(workdir / "dry-state")], timeout=timeout)
+        if m.returncode not in (0, 3):
+            raise RuntimeError(f"dry run of {files[kind]} exited {m.returncode}: "
+                               f"{m.stderr[-2000:]}")
+        report = json.loads(m.stdout)
+        total += report["rows_read"]
+        valid += report["rows_read"] - report["rejected"]
+        dry_rejected[kind] = report["rejected"]
+    return Prepared(files, mappings, items, total, valid, dry_rejected, workdir)
+
+
+def command(tool: str, kind: str, prep: Prepared, run_dir: Path) -> list[str]:
+    if tool == "importer":
+        return [sys.executable, "-m", "importer", "run", str(prep.files[kind]), "--mapping",
+                str(prep.mappings[kind]), "--concurrency", str(CONCURRENCY), "--quiet",
+                "--output", "json", "--rejects", str(run_dir / f"{kind}.rejects.csv"),
+                "--state-dir", str(run_dir / "state")]
+    if tool == "ceiling":
+        return [sys.executable, "-m", "bench.ceiling_client", str(prep.items[kind]),
+                "--concurrency", str(CONCURRENCY), "--per-worker"]
+    module = {"handwritten": "bench.peers.handwritten", "dlt": "bench.peers.dlt_sink"}[tool]
+    return [sys.executable, "-m", module, kind, str(prep.files[kind])]
+
+
+def reported_failed(tool: str, m: Measured, dry_rejected: int) -> tuple[int, bool]:
+    """(valid rows the tool says did not go in, whether it finished), from its JSON line."""
+    ok_codes = (0, 3) if tool == "importer" else (0,)
+    if m.returncode not in ok_codes:
+        return 0, False
+    # The importer pretty-prints its report; the peers print one line.
+    text = m.stdout if tool == "importer" else m.stdout.strip().splitlines()[-1]
+    out: dict[str, Any] = json.loads(text)
+    if tool == "importer":
+        # Its rejects file holds the invalid rows too; only the rest were valid rows.
+        return out["rejected"] + out["not_attempted"] - dry_rejected, True
+    if tool == "ceiling":
+        return 0, True  # it counts statuses, not rows: it reports no row as failed
+    return int(out["failed"]), True
+
+
+def run_once(tool: str, flags: Sequence[str], prep: Prepared, timeout: float) -> Outcome:
+    walls: list[float] = []
+    cpus: list[float] = []
+    rss: list[float] = []
+    failed = 0
+    ok = True
+    with sandbox(*flags) as box, tempfile.TemporaryDirectory(dir=prep.workdir) as tmp:
+        for kind in KINDS:
+            m = measure(command(tool, kind, prep, Path(tmp)), env=box.env(), timeout=timeout)
+            walls.append(m.wall_s)
+            cpus.append(m.cpu_s)
+            rss.append(m.peak_rss_mb)
+            n, finished = reported_failed(tool, m, prep.dry_rejected[kind])
+            if not finished:
+                print(f"  {tool} {kind}: exit {m.returncode}: {m.stderr[-500:]}",
+                      file=sys.stderr, flush=True)
+            failed += n
+            ok &= finished
+        return _outcome(box, sum(walls), sum(cpus), max(rss), failed, ok, prep.valid)
+
+
+def _outcome(box: Sandbox, wall: float, cpu: float, rss: float, failed: int, ok: bool,
+             valid: int) -> Outcome:
+    stats = box.stats()
+    landed = int(stats["contacts"]) + int(stats["events"])
+    return Outcome(wall, cpu, rss, int(stats["requests_total"]), int(stats["rate_limited"]),
+                   landed, failed, max(0, valid - landed - failed), ok)
+
+
+def median(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    fields = ("wall_s", "cpu_s", "peak_rss_mb", "requests", "rate_limited", "landed",
+              "reported_failed", "lost")
+    out: dict[str, Any] = {f: statistics.median(getattr(o, f) for o in outcomes)
+                           for f in fields}
+    out["ok"] = all(o.ok for o in outcomes)
+    out["runs"] = len(outcomes)
+    return out
+
+
+def table(results: dict[int, dict[str, dict[str, Any]]], prep: Prepared, heading: str,
+          scenario_text: dict[int, str]) -> str:
+    lines = [
+        f"# {heading}", "",
+        f"{machine()}", "",
+        f"{prep.rows:,} rows ({prep.rows // 2:,} contacts CSV + {prep.rows // 2:,} events "
+        f"Parquet), {prep.valid:,} valid per the importer's dry run. Median of "
+        f"{next(iter(next(iter(results.values())).values()))['runs']} run(s) per cell; "
+        "× importer is the tool's rows/s over the importer's; lost = valid − landed − "
+        "rows the tool reported as failed.", "",
+        "| scenario | tool | wall s | rows/s | × importer | CPU s | peak RSS MB | requests "
+        "| 429s | landed | reported failed | lost | finished |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
+    ]
+    for scenario, by_tool in results.items():
+        base = by_tool.get("importer")
+        for tool, r in by_tool.items():
+            rps = prep.rows / r["wall_s"]
+            ratio = f"{rps / (prep.rows / base['wall_s']):.2f}" if base else "–"
+            lines.append(
+                f"| {scenario}: {scenario_text[scenario]} | {tool} | {r['wall_s']:.1f} "
+                f"| {rps:,.0f} | {ratio} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} "
+                f"| {r['requests']:,.0f} | {r['rate_limited']:,.0f} | {r['landed']:,.0f} "
+                f"| {r['reported_failed']:,.0f} | {r['lost']:,.0f} "
+                f"| {'yes' if r['ok'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per file")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scenarios", default="1,2,3")
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md")
+    parser.add_argument("--latency-ms", default="50", help="sandbox latency (smoke: 1)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the sandbox's faults")
+    parser.add_argument("--timeout", type=float, default=7200.0, help="per child, seconds")
+    parser.add_argument("--heading", default="Importer against its peers")
+    args = parser.parse_args(argv)
+    scenarios = [int(s) for s in args.scenarios.split(",")]
+    tools = args.tools.split(",")
+    unknown = [t for t in tools if t not in TOOLS] + [str(s) for s in scenarios
+                                                       if s not in (1, 2, 3)]
+    if unknown:
+        parser.error(f"unknown tool/scenario {', '.join(unknown)}: tools are "
+                     f"{', '.join(TOOLS)}, scenarios 1,2,3")
+    text = {1: f"{args.latency_ms} ms", 2: f"{args.latency_ms} ms, 6000/min",
+            3: f"{args.latency_ms} ms, 5% 5xx"}
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        prep = prepare(args.rows, Path(tmp), args.timeout)
+        results: dict[int, dict[str, dict[str, Any]]] = {}
+        for scenario in scenarios:
+            flags = scenario_flags(scenario, args.latency_ms, args.seed)
+            results[scenario] = {}
+            for tool in tools:
+                runs = [run_once(tool, flags, prep, args.timeout)
+                        for _ in range(args.repeat)]
+                results[scenario][tool] = median(runs)
+                print(f"scenario {scenario} {tool}: {json.dumps(results[scenario][tool])}",
+                      flush=True)
+        report = table(results, prep, args.heading, text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
+    print(report)
+    return 0 if all(r["ok"] for by in results.values() for r in by.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

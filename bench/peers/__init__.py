@@ -1,0 +1,1 @@
+"""Peers of the importer for the comparison benchmark (bench/bench_compare.py)."""

@@ -135,8 +135,9 @@ class _Run:
         self.progress = progress
         self.earlier = earlier
         self.journal = journal
-        self.rejects_path = options.rejects_path or earlier.rejects_path or str(
-            default_rejects_path(plan.sources[0].path, plan.sources[0].format)
+        # An explicit --rejects wins; a resumed run otherwise keeps appending to its own file.
+        self.rejects_path = (
+            options.rejects_path or earlier.rejects_path or _rejects_path(plan, options)
         )
         self._writer: RejectsWriter | None = None
         self._schema: dict[str, Any] = {}
@@ -439,14 +440,18 @@ async def arun_import(
     )
 
 
-def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
+def _rejects_path(plan: Plan, options: RunOptions) -> str:
+    """``--rejects``, else beside the first input."""
     first = plan.sources[0]
+    return options.rejects_path or str(default_rejects_path(first.path, first.format))
+
+
+def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
     return {
         "inputs": [s.path for s in plan.sources],
         "mapping": str(Path(plan.spec.path).resolve()),
         "mapping_sha256": plan.spec.sha256,
-        "rejects_path": options.rejects_path
-        or str(default_rejects_path(first.path, first.format)),
+        "rejects_path": _rejects_path(plan, options),
         "targets": list(plan.targets),
     }
 

@@ -174,3 +174,25 @@ def test_same_input_in_two_processes_with_different_batch_sizes_gives_identical_
     assert len(outputs[0]) == 300
     assert len(set(outputs[0])) == 300
     assert outputs[0] == outputs[1]
+
+
+def test_a_finished_run_drops_its_acknowledgements_an_aborted_one_keeps_them(
+    tmp_path: Path,
+) -> None:
+    from importer.journal import Journal
+
+    journal = Journal(tmp_path / "state")
+    try:
+        for run_id in ("done", "stopped"):
+            journal.start(run_id, {}, resume=False)
+            journal.record(run_id, "events", ["a.csv", "a.csv", "b.csv"], [2, 3, 2])
+        journal.finish("done", "finished")
+        journal.finish("stopped", "aborted")
+        assert journal.acked("done", "events") == {}
+        kept = journal.acked("stopped", "events")
+        assert sorted(kept) == ["a.csv", "b.csv"]
+        assert sorted(kept["a.csv"].to_list()) == [2, 3]
+        record = journal.get("done")
+        assert record is not None and record.status == "finished"
+    finally:
+        journal.close()

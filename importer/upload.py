@@ -81,37 +81,48 @@ class RatePacer:
         self._next_slot = 0.0
         self._blocked_until = 0.0
         self.inflight = 0
-        self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        """Wait for this endpoint's next slot; counts the request as in flight."""
-        async with self._lock:  # slots are handed out in order, one at a time
-            while True:
-                wait = self._wait()
-                if wait <= 0:
-                    break
-                await self._sleep(wait)
-            self.inflight += 1
+        """Wait for this endpoint's next slot; counts the request as in flight.
 
-    def _wait(self) -> float:
-        now = self._clock()
-        if self._blocked_until > now:
-            return min(self._blocked_until - now, MAX_RATE_WAIT)
+        The slot is reserved before the wait, so no lock is held across a sleep and each
+        waiter costs one timer (handing a lock from waiter to waiter cost a turn of the event
+        loop per request). A reserved request counts as in flight: a new window's budget is
+        learnt net of it. A 429 during the wait gives the slot back.
+        """
+        while True:
+            now = self._clock()
+            if self._blocked_until > now:
+                await self._sleep(min(self._blocked_until - now, MAX_RATE_WAIT))
+                continue
+            slot = self._reserve(now)
+            if slot is None:
+                continue  # the window is spent: _reserve blocked the endpoint until its reset
+            self.inflight += 1
+            if slot > now:
+                await self._sleep(slot - now)
+                if self._blocked_until > self._clock():
+                    self.inflight = max(self.inflight - 1, 0)
+                    continue
+            return
+
+    def _reserve(self, now: float) -> float | None:
+        """This request's start time; None when the window's budget is spent."""
         if self._remaining is None or self._reset is None or self._reset <= now:
-            return 0.0  # nothing known, or the window is over: go
+            return now  # nothing known, or the window is over: go
         if self._remaining <= 0:
             self._blocked_until = now + min(self._reset - now, MAX_RATE_WAIT) + self._jit()
-            return self._blocked_until - now
+            return None
         # Timers fire late (a fraction of a millisecond, more on a busy machine): a slot
         # that starts late must not push the whole schedule back, or the run drifts below
         # the ceiling by that much on every request. Late slots are caught up, within
         # CATCH_UP seconds; the window's budget still bounds the total, so no 429 follows.
         slot = max(now - CATCH_UP, self._next_slot)
-        if slot > now:
-            return slot - now
-        self._next_slot = slot + (self._reset - now) / self._remaining
+        start = max(slot, now)
+        # What is left of the window, from this slot on, spread over the requests left.
+        self._next_slot = slot + max(self._reset - start, 0.0) / self._remaining
         self._remaining -= 1  # spent locally now; the server's count catches up later
-        return 0.0
+        return start
 
     def _jit(self) -> float:
         return self._rng.uniform(0, self._jitter)

@@ -142,3 +142,51 @@ def test_late_timers_do_not_drift_the_schedule_below_the_ceiling() -> None:
         return t.now - start
 
     assert asyncio.run(go()) <= 4.9 + 0.01
+
+
+def test_concurrent_waiters_reserve_their_own_slots_and_a_429_takes_them_back() -> None:
+    """Real clock, small window: 10 requests of budget over 0.5 s for 10 waiters at once —
+    they start ~50 ms apart, not in a burst; a 429 arriving while others wait holds every
+    waiter back until the pause is over."""
+    import time
+
+    async def spread() -> list[float]:
+        pacer = RatePacer(clock=time.time, sleep=asyncio.sleep, rng=random.Random(1),
+                          jitter=0.0)
+        pacer.done(RateInfo(limit=10, remaining=10, reset=time.time() + 0.5))
+        starts: list[float] = []
+
+        async def one() -> None:
+            await pacer.acquire()
+            starts.append(time.time())
+
+        await asyncio.gather(*(one() for _ in range(10)))
+        assert pacer.inflight == 10  # each counted once, from its reservation
+        return sorted(starts)
+
+    starts = asyncio.run(spread())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.03, gaps
+    assert starts[-1] - starts[0] <= 0.55
+
+    async def paused() -> tuple[float, list[float]]:
+        pacer = RatePacer(clock=time.time, sleep=asyncio.sleep, rng=random.Random(1),
+                          jitter=0.0)
+        pacer.done(RateInfo(limit=100, remaining=10, reset=time.time() + 1.0))
+        starts: list[float] = []
+
+        async def one() -> None:
+            await pacer.acquire()
+            starts.append(time.time())
+
+        tasks = [asyncio.create_task(one()) for _ in range(5)]
+        await asyncio.sleep(0.05)  # the first has gone, the others wait on their slots
+        pause_end = time.time() + 0.3
+        pacer.rate_limited(RateInfo(retry_after=0.3))
+        await asyncio.gather(*tasks)
+        return pause_end, starts
+
+    pause_end, starts = asyncio.run(paused())
+    assert len(starts) == 5
+    early = [s for s in starts if s < pause_end - 0.01]
+    assert len(early) == 1, starts  # only the one sent before the 429

@@ -7,6 +7,7 @@ A single item larger than ``max_bytes`` travels alone; the API is the judge of i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -95,18 +96,38 @@ class Chunker:
         """Take one source batch's items; yield every chunk that fills up."""
         if frame is not None and rows:
             self._frames.append(frame)
-        for i, body in enumerate(bodies):
-            extra = len(body) + (1 if self._bodies else 0)
-            if self._bodies and (
-                len(self._bodies) >= self.max_items or self._size + extra > self.max_bytes
-            ):
-                yield self._emit(keep_last_frame=frame is not None)
-                extra = len(body)
-            self._files.append(source_file)
-            self._rows.append(rows[i])
-            self._keys.append(keys[i])
-            self._bodies.append(body)
-            self._size += extra
+        more_of_this_frame = frame is not None
+        lens = list(map(len, bodies))
+        i, n = 0, len(bodies)
+        while i < n:
+            if len(self._bodies) >= self.max_items:
+                yield self._emit(keep_last_frame=more_of_this_frame)
+            # The common case: the items that complete this chunk fit its byte cap too —
+            # take them as one slice rather than one by one (this loop sees every row).
+            j = min(n, i + self.max_items - len(self._bodies))
+            grow = sum(lens[i:j]) + (j - i) - (0 if self._bodies else 1)
+            if self._size + grow <= self.max_bytes:
+                self._files.extend(itertools.repeat(source_file, j - i))
+                self._rows.extend(rows[i:j])
+                self._keys.extend(keys[i:j])
+                self._bodies.extend(bodies[i:j])
+                self._size += grow
+                i = j
+                continue
+            # Near the byte cap: item by item until this chunk closes.
+            while i < n:
+                extra = lens[i] + (1 if self._bodies else 0)
+                if self._bodies and (
+                    len(self._bodies) >= self.max_items or self._size + extra > self.max_bytes
+                ):
+                    yield self._emit(keep_last_frame=more_of_this_frame)
+                    break  # the next chunk starts with the quick check again
+                self._files.append(source_file)
+                self._rows.append(rows[i])
+                self._keys.append(keys[i])
+                self._bodies.append(bodies[i])
+                self._size += extra
+                i += 1
         if len(self._bodies) >= self.max_items:
             yield self._emit(keep_last_frame=False)
 

@@ -129,6 +129,8 @@ class RejectsWriter:
         self._source_columns = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
         self._columns = [*self._source_columns, *REJECT_COLUMNS, RAW_LINE]
         self._schema = dict(source_schema or {})
+        # Every source column known to hold text: its values are str or None.
+        self._text_only = all(self._schema.get(c) == pl.String for c in self._source_columns)
         self._closed = False
         resume = append and self.path.exists() and self.path.stat().st_size > 0
         if resume and fmt != "parquet":
@@ -156,11 +158,15 @@ class RejectsWriter:
             return
         if self.fmt == "csv":
             columns = self._source_columns
-            self._csv.writerows(
-                [_cell(v) for v in map(r.values.get, columns)]
-                + [_cell(v) for v in _reject_fields(r)]
-                for r in batch
-            )
+            if self._text_only:
+                # Text or null only (a CSV source): the csv module writes None as an empty
+                # cell itself, so the values go as they are — no call per cell.
+                rows = ([*map(r.values.get, columns), *map(_cell, _reject_fields(r))]
+                        for r in batch)
+            else:
+                rows = ([*map(_cell, map(r.values.get, columns)),
+                         *map(_cell, _reject_fields(r))] for r in batch)
+            self._csv.writerows(rows)
         elif self.fmt == "ndjson":
             out = io.BytesIO()
             for r in batch:

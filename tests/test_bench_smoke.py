@@ -23,9 +23,9 @@ ROWS = 5000
 
 
 def per_tool(stdout: str) -> dict[tuple[int, str], dict[str, Any]]:
-    """The runner's ``scenario N tool: {json}`` progress lines."""
+    """The runner's ``scenario N tool #K: {json}`` progress lines (one repetition here)."""
     found: dict[tuple[int, str], dict[str, Any]] = {}
-    for match in re.finditer(r"^scenario (\d) (\w+): (\{.*\})$", stdout, re.MULTILINE):
+    for match in re.finditer(r"^scenario (\d) (\w+) #1: (\{.*\})$", stdout, re.MULTILINE):
         found[(int(match[1]), match[2])] = json.loads(match[3])
     return found
 
@@ -36,7 +36,7 @@ def test_every_tool_finishes_and_the_importer_loses_nothing(tmp_path: Path) -> N
     proc = subprocess.run(
         [sys.executable, "-m", "bench.bench_compare", "--rows", str(ROWS), "--repeat", "1",
          "--scenarios", "3,1", "--latency-ms", "1", "--timeout", "120", "--out", str(out),
-         "--heading", "Smoke"],
+         "--heading", "Smoke", "--parallel", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

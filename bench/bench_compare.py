@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import tempfile
@@ -224,15 +225,17 @@ def median(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 def table(results: dict[int, dict[str, dict[str, Any]]], rows: int, valid: int, batches: int,
-          heading: str, scenario_text: dict[int, str], parallel: int, started: str) -> str:
+          heading: str, scenario_text: dict[int, str], parallel: int, machine_line: str) -> str:
     runs = sorted({r["runs"] for by in results.values() for r in by.values()})
     shared = (
         f" Peer runs (handwritten, dlt) went up to {parallel} at a time, each against its own "
         "sandbox process (they wait on latency ~95% of the time); the importer and the "
-        "ceiling client ran alone." if parallel > 1 else " Every run had the machine alone.")
+        "ceiling client ran alone. Sharing slows the peers, so compare them with solo runs "
+        "too (bench/results/README.md)." if parallel > 1 else
+        " Every run had the machine alone.")
     lines = [
         f"# {heading}", "",
-        f"{machine()} (started {started})", "",
+        machine_line, "",
         f"{rows:,} rows ({rows // 2:,} contacts CSV + {rows // 2:,} events "
         f"Parquet), {valid:,} valid per the importer's dry run. Median of "
         f"{'/'.join(map(str, runs))} run(s) per cell; "
@@ -324,6 +327,24 @@ def collect(records: Sequence[dict[str, Any]], scenarios: Sequence[int],
     return results
 
 
+def merge_raw(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Headers and outcomes of --raw files; a later file's (scenario, tool) cells win."""
+    heads: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        head = dict(next(r for r in lines if "prepared" in r)["prepared"])
+        mine = [r for r in lines if "outcome" in r]
+        if heads and (head["rows"], head["valid"]) != (heads[0]["rows"], heads[0]["valid"]):
+            raise SystemExit(f"{path}: measured on other data than {paths[0]}")
+        cells = {(r["scenario"], r["tool"]) for r in mine}
+        records = [r for r in records if (r["scenario"], r["tool"]) not in cells] + mine
+        head["tools"] = [tool for _, tool in cells]
+        heads.append(head)
+    return heads, records
+
+
 def measure_all(scenarios: Sequence[int], tools: Sequence[str], args: argparse.Namespace,
                 prep: Prepared, log: RawLog) -> list[dict[str, Any]]:
     """The importer and the ceiling one at a time, alone; then the peers, --parallel at once."""
@@ -363,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, default=None,
                         help="append every outcome here as JSON lines (default: --out "
                              "with .jsonl)")
-    parser.add_argument("--from-raw", type=Path, default=None,
-                        help="only render the table from a --raw file")
+    parser.add_argument("--from-raw", type=Path, nargs="+", default=None,
+                        help="only render the table from --raw file(s); a later file's "
+                             "outcomes replace an earlier one's for the same scenario+tool")
     parser.add_argument("--latency-ms", default="50", help="sandbox latency (smoke: 1)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the sandbox's faults")
     parser.add_argument("--timeout", type=float, default=7200.0, help="per child, seconds")
@@ -380,12 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     text = {1: f"{args.latency_ms} ms", 2: f"{args.latency_ms} ms, 6000/min",
             3: f"{args.latency_ms} ms, 5% 5xx"}
     if args.from_raw:
-        lines = [json.loads(line) for line in
-                 args.from_raw.read_text(encoding="utf-8").splitlines() if line.strip()]
-        head = next(r for r in lines if "prepared" in r)["prepared"]
-        records = [r for r in lines if "outcome" in r]
+        heads, records = merge_raw(args.from_raw)
+        head = heads[0]
         args.parallel = head["parallel"]
-        started = head["started"]
+        later = "; ".join(f"{', '.join(sorted(set(h['tools'])))} re-measured from "
+                          f"{h['started']}" for h in heads[1:])
+        machine_line = (f"{head.get('machine', platform.node())} (started {head['started']}"
+                        f"{'; ' + later if later else ''}; rendered from "
+                        f"{', '.join(f.name for f in args.from_raw)})")
         rows, valid, batches = head["rows"], head["valid"], head.get("batches", 0)
     else:
         raw = args.raw or args.out.with_suffix(".jsonl")
@@ -397,12 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             prep = prepare(args.rows, Path(tmp), args.timeout)
             rows, valid, batches = prep.rows, prep.valid, prep.batches
             log.write({"prepared": {"rows": rows, "valid": valid, "batches": batches,
-                                    "parallel": args.parallel,
+                                    "parallel": args.parallel, "machine": machine(),
                                     "started": started, "repeat": args.repeat,
                                     "latency_ms": args.latency_ms}})
             records = measure_all(scenarios, tools, args, prep, log)
+        machine_line = f"{machine()} (started {started})"
     results = collect(records, scenarios, tools)
-    report = table(results, rows, valid, batches, args.heading, text, args.parallel, started)
+    report = table(results, rows, valid, batches, args.heading, text, args.parallel,
+                   machine_line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report, encoding="utf-8")
     print(report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 
 from importer.client import RateInfo
 from importer.upload import AdaptiveLimit, RatePacer, UploadSettings
@@ -144,23 +145,26 @@ def test_late_timers_do_not_drift_the_schedule_below_the_ceiling() -> None:
     assert asyncio.run(go()) <= 4.9 + 0.01
 
 
-def test_concurrent_waiters_reserve_their_own_slots_and_a_429_takes_them_back() -> None:
+def _real_pacer(limit: int, remaining: int, window: float) -> RatePacer:
+    """A pacer on the real clock that has just learnt a window's budget."""
+    pacer = RatePacer(clock=time.time, sleep=asyncio.sleep, rng=random.Random(1), jitter=0.0)
+    pacer.done(RateInfo(limit=limit, remaining=remaining, reset=time.time() + window))
+    return pacer
+
+
+async def _start(pacer: RatePacer, starts: list[float]) -> None:
+    await pacer.acquire()
+    starts.append(time.time())
+
+
+def test_concurrent_waiters_reserve_their_own_slots() -> None:
     """Real clock, small window: 10 requests of budget over 0.5 s for 10 waiters at once —
-    they start ~50 ms apart, not in a burst; a 429 arriving while others wait holds every
-    waiter back until the pause is over."""
-    import time
+    they start ~50 ms apart, not in a burst."""
 
     async def spread() -> list[float]:
-        pacer = RatePacer(clock=time.time, sleep=asyncio.sleep, rng=random.Random(1),
-                          jitter=0.0)
-        pacer.done(RateInfo(limit=10, remaining=10, reset=time.time() + 0.5))
+        pacer = _real_pacer(10, 10, 0.5)
         starts: list[float] = []
-
-        async def one() -> None:
-            await pacer.acquire()
-            starts.append(time.time())
-
-        await asyncio.gather(*(one() for _ in range(10)))
+        await asyncio.gather(*(_start(pacer, starts) for _ in range(10)))
         assert pacer.inflight == 10  # each counted once, from its reservation
         return sorted(starts)
 
@@ -169,17 +173,12 @@ def test_concurrent_waiters_reserve_their_own_slots_and_a_429_takes_them_back() 
     assert min(gaps) >= 0.03, gaps
     assert starts[-1] - starts[0] <= 0.55
 
+
+def test_a_429_while_others_wait_on_their_slots_holds_them_all_back() -> None:
     async def paused() -> tuple[float, list[float]]:
-        pacer = RatePacer(clock=time.time, sleep=asyncio.sleep, rng=random.Random(1),
-                          jitter=0.0)
-        pacer.done(RateInfo(limit=100, remaining=10, reset=time.time() + 1.0))
+        pacer = _real_pacer(100, 10, 1.0)
         starts: list[float] = []
-
-        async def one() -> None:
-            await pacer.acquire()
-            starts.append(time.time())
-
-        tasks = [asyncio.create_task(one()) for _ in range(5)]
+        tasks = [asyncio.create_task(_start(pacer, starts)) for _ in range(5)]
         await asyncio.sleep(0.05)  # the first has gone, the others wait on their slots
         pause_end = time.time() + 0.3
         pacer.rate_limited(RateInfo(retry_after=0.3))

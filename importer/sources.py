@@ -813,20 +813,39 @@ def _iter_csv(source: SourceFile, options: ReadOptions) -> Iterator[SourceBatch]
         # reference parser would refuse as too long.
         span = min(_span_bytes(window, header.end, options.batch_rows), _PARSE_SPAN_BYTES,
                    MAX_RECORD_BYTES // 2)
-        frames: list[pl.DataFrame] = []
-        rejects: list[Reject] = []
-        pending = 0  # rows read since the last batch
+        gathered = _Gathered(options.batch_rows)
         while not window.at_end(cursor.pos):
             new_frames, new_rejects = _read_span(window, ctx, cursor, span)
             window.drop_before(cursor.pos)
-            frames += new_frames
-            rejects += new_rejects
-            pending += sum(f.height for f in new_frames) + len(new_rejects)
-            if pending >= options.batch_rows:
-                yield _csv_batch(frames, rejects, ctx, stream.position)
-                frames, rejects, pending = [], [], 0
-        if pending:
-            yield _csv_batch(frames, rejects, ctx, stream.position)
+            if gathered.add(new_frames, new_rejects):
+                yield _csv_batch(*gathered.take(), ctx, stream.position)
+        if gathered:
+            yield _csv_batch(*gathered.take(), ctx, stream.position)
+
+
+class _Gathered:
+    """Parsed spans (frames and reject rows) gathered until a batch of ``batch_rows`` is due."""
+
+    def __init__(self, batch_rows: int) -> None:
+        self.batch_rows = batch_rows
+        self.frames: list[pl.DataFrame] = []
+        self.rejects: list[Reject] = []
+        self.rows = 0  # rows (good or rejected) since the last batch
+
+    def add(self, frames: list[pl.DataFrame], rejects: list[Reject]) -> bool:
+        """Take a span; True when a batch is due."""
+        self.frames += frames
+        self.rejects += rejects
+        self.rows += sum(f.height for f in frames) + len(rejects)
+        return self.rows >= self.batch_rows
+
+    def take(self) -> tuple[list[pl.DataFrame], list[Reject]]:
+        out = (self.frames, self.rejects)
+        self.frames, self.rejects, self.rows = [], [], 0
+        return out
+
+    def __bool__(self) -> bool:
+        return self.rows > 0
 
 
 def _csv_batch(
@@ -1146,9 +1165,7 @@ def _iter_ndjson(source: SourceFile, options: ReadOptions) -> Iterator[SourceBat
         span = min(_span_bytes(window, 0, options.batch_rows), _PARSE_SPAN_BYTES,
                    MAX_RECORD_BYTES // 2)
         pos, line = 0, 0
-        frames: list[pl.DataFrame] = []
-        rejects: list[Reject] = []
-        pending = 0
+        gathered = _Gathered(options.batch_rows)
         while not window.at_end(pos):
             end = _span_end(window, pos, span)
             if window.slice(end - 1, end) != b"\n" and not (end == window.end and window.eof):
@@ -1164,14 +1181,10 @@ def _iter_ndjson(source: SourceFile, options: ReadOptions) -> Iterator[SourceBat
                 new_frames, line = [frame], line + lines
             pos = end
             window.drop_before(pos)
-            frames += new_frames
-            rejects += new_rejects
-            pending += sum(f.height for f in new_frames) + len(new_rejects)
-            if pending >= options.batch_rows:
-                yield _ndjson_batch(frames, rejects, source, stream.position)
-                frames, rejects, pending = [], [], 0
-        if pending:
-            yield _ndjson_batch(frames, rejects, source, stream.position)
+            if gathered.add(new_frames, new_rejects):
+                yield _ndjson_batch(*gathered.take(), source, stream.position)
+        if gathered:
+            yield _ndjson_batch(*gathered.take(), source, stream.position)
 
 
 def _ndjson_batch(

@@ -33,6 +33,9 @@ class Chunk:
     keys: tuple[str, ...]
     bodies: tuple[bytes, ...]
     frames: tuple[pl.DataFrame, ...] = ()
+    # The JSON array, joined once where the chunk is made (the reading thread), not in the
+    # event loop; None: joined when asked.
+    joined: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,6 +43,8 @@ class Chunk:
     @property
     def body(self) -> bytes:
         """The JSON array exactly as posted."""
+        if self.joined is not None:
+            return self.joined
         return b"[" + b",".join(self.bodies) + b"]"
 
     def split(self) -> tuple[Chunk, Chunk]:
@@ -144,6 +149,7 @@ class Chunker:
             tuple(self._keys),
             tuple(self._bodies),
             tuple(self._frames),
+            b"[" + b",".join(self._bodies) + b"]",
         )
         # The current source frame still feeds the next chunk; older ones are done.
         self._frames = self._frames[-1:] if keep_last_frame and self._frames else []

@@ -16,6 +16,7 @@ Status → verdict (API.md §4, §6):
 from __future__ import annotations
 
 import enum
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class BatchResponse:
 
 
 _OK = ItemOutcome(ok=True)
+#: The outcome of an accepted item (one shared object: counting them is cheap).
+ACCEPTED = _OK
 _DUPLICATE = ItemOutcome(ok=True, duplicate=True)
 
 
@@ -134,10 +137,32 @@ def _item_error(errors: Any, fallback: str = "rejected by the API") -> ItemOutco
     return ItemOutcome(ok=False, code="rejected", message=fallback)
 
 
+_STATUS = operator.itemgetter("status")
+_EVENT_ID = operator.methodcaller("get", "_event_id")
+_USER_ID = operator.methodcaller("get", "_user_id")
+_DUPLICATE_FLAG = operator.methodcaller("get", "duplicate")
+
+
+def _all_accepted(items: list[Any], keys: Sequence[str]) -> bool:
+    """True when every item says ``success``, is no duplicate, and echoes its own id at its
+    own position — nearly every answer of a run, checked without a Python loop per item."""
+    try:
+        if list(map(_STATUS, items)).count("success") != len(items):
+            return False
+        echoed = list(map(_EVENT_ID, items))
+        if echoed.count(None) == len(echoed):
+            echoed = list(map(_USER_ID, items))
+        return echoed == list(keys) and not any(map(_DUPLICATE_FLAG, items))
+    except (TypeError, KeyError, AttributeError):  # not all dicts: the careful path decides
+        return False
+
+
 def _docs_items(entity: Mapping[str, Any], keys: Sequence[str]) -> tuple[ItemOutcome, ...] | None:
     items = entity.get("items")
     if not isinstance(items, list) or len(items) != len(keys):
         return None
+    if _all_accepted(items, keys):
+        return (_OK,) * len(items)
     # The hot path of every run: one pass, plain type checks, shared success outcomes.
     out: list[ItemOutcome] = []
     for item, key in zip(items, keys, strict=True):

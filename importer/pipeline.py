@@ -28,7 +28,7 @@ import polars as pl
 
 from importer import __version__
 from importer.chunking import Chunk, Chunker, Target
-from importer.client import ApiClient, auth_message
+from importer.client import ACCEPTED, ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.datasource import fetch_stream
 from importer.exceptions import MappingProblem
@@ -287,17 +287,16 @@ class _Run:
         )
 
     def on_result(self, result: ChunkResult) -> None:
-        if not all(o.ok for o in result.outcomes):
+        chunk = result.chunk
+        if result.outcomes.count(ACCEPTED) == len(result.outcomes):
+            files, rows = chunk.files, chunk.rows
+        else:
             self._ensure_writer()
-        if self.journal is not None:
             ok = [o.ok for o in result.outcomes]
-            chunk = result.chunk
-            self.journal.record(
-                self.plan.run_id,
-                chunk.target,
-                itertools.compress(chunk.files, ok),
-                itertools.compress(chunk.rows, ok),
-            )
+            files = tuple(itertools.compress(chunk.files, ok))
+            rows = tuple(itertools.compress(chunk.rows, ok))
+        if self.journal is not None and rows:
+            self.journal.record(self.plan.run_id, chunk.target, files, rows)
         self.reconciler.on_result(result)
         self._report_progress()
 
@@ -424,10 +423,14 @@ async def arun_import(
         http_statuses=dict(stats.statuses),
         items_sent=stats.items_sent,
         duration_s=time.monotonic() - started,
-        rejects_path=run.rejects_path if run.reconciler.writer is not None else None,
+        rejects_path=(
+            run.rejects_path if run.reconciler.writer is not None or earlier.rejected else None
+        ),
         aborted=run.aborted,
         dry_run=options.dry_run,
         skipped_done=tally.skipped_done,
+        rejected_before=earlier.rejected,
+        retryable_before=earlier.retryable,
         resumed=bool(earlier),
         run_id=plan.run_id,
         inputs=tuple(s.path for s in plan.sources),

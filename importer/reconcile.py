@@ -23,8 +23,16 @@ from typing import Any
 import polars as pl
 
 from importer.chunking import Chunk
+from importer.client import ACCEPTED
 from importer.exceptions import InternalError
-from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, RejectStage, SourceBatch
+from importer.records import (
+    SOURCE_FILE,
+    SOURCE_ROW,
+    Reject,
+    RejectFrame,
+    RejectStage,
+    SourceBatch,
+)
 from importer.rejects import RejectsWriter
 from importer.upload import ChunkResult
 
@@ -100,7 +108,7 @@ class Reconciler:
         self.tally.rows_read += batch.rows_read
         self._reject(batch.rejects)
 
-    def on_mapped(self, rejects: Iterable[Reject], filtered: int) -> None:
+    def on_mapped(self, rejects: Iterable[Reject] | RejectFrame, filtered: int) -> None:
         self.tally.filtered += filtered
         self._reject(rejects)
 
@@ -115,6 +123,15 @@ class Reconciler:
     def on_result(self, result: ChunkResult) -> None:
         chunk = result.chunk
         final = chunk.target == self.final_target
+        n = len(result.outcomes)
+        if result.outcomes.count(ACCEPTED) == n:  # the common answer: every item accepted
+            if final:
+                self.tally.accepted += n
+                if self.two_targets:
+                    self.pending -= n
+            else:
+                self.pending += n
+            return
         failed: list[tuple[int, Any]] = []
         for i, outcome in enumerate(result.outcomes):
             if outcome.ok:
@@ -162,7 +179,15 @@ class Reconciler:
             )
         return rejects
 
-    def _reject(self, rejects: Iterable[Reject]) -> None:
+    def _reject(self, rejects: Iterable[Reject] | RejectFrame) -> None:
+        if isinstance(rejects, RejectFrame):
+            if not rejects:
+                return
+            self.tally.by_stage.update(rejects.counts("_reject_stage"))
+            self.tally.by_code.update(rejects.counts("_reject_code"))
+            self.tally.retryable += int(rejects.frame["_reject_retryable"].sum())
+            self._rejected(len(rejects), rejects)
+            return
         batch = list(rejects)
         if not batch:
             return
@@ -171,9 +196,12 @@ class Reconciler:
             self.tally.by_code[r.code] += 1
             if r.retryable:
                 self.tally.retryable += 1
-        self.tally.rejected += len(batch)
+        self._rejected(len(batch), batch)
+
+    def _rejected(self, n: int, rejects: list[Reject] | RejectFrame) -> None:
+        self.tally.rejected += n
         if self.writer is not None:
-            self.writer.write(batch)
+            self.writer.write(rejects)
         if (
             self.max_rejects is not None
             and self.tally.rejected >= self.max_rejects

@@ -7,7 +7,7 @@ A bad row is data (:class:`Reject`), never an exception, so one malformed line i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,9 +32,11 @@ REJECT_COLUMNS: tuple[str, ...] = (
     "_reject_retryable",
 )
 
+#: The text of a line the CSV reader could not split into fields (last column of a rejects file).
+RAW_LINE = "_raw_line"
+
 #: Columns the importer adds; the mapping ignores them so a rejects file re-imports as is.
-#: ``_raw_line`` holds the text of a line the CSV reader could not split into fields.
-RESERVED_SOURCE_COLUMNS: frozenset[str] = frozenset((*REJECT_COLUMNS, "_raw_line"))
+RESERVED_SOURCE_COLUMNS: frozenset[str] = frozenset((*REJECT_COLUMNS, RAW_LINE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,63 @@ class Reject:
     # (dataclasses.field spelled out: the attribute ``field`` above shadows the name here)
     values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     raw_line: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectFrame:
+    """Many rejects of one stage as one frame: the original source columns, then
+    :data:`REJECT_COLUMNS` and ``_raw_line``.
+
+    The mapping stage finds its rejects vectorised and they go to the rejects file the same
+    way, without a Python object per row; iterating yields :class:`Reject` objects for the
+    few consumers that want them one at a time.
+    """
+
+    frame: pl.DataFrame
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def __bool__(self) -> bool:
+        return self.frame.height > 0
+
+    def __iter__(self) -> Iterator[Reject]:
+        details = (*REJECT_COLUMNS, RAW_LINE)
+        for row in self.frame.iter_rows(named=True):
+            fields = {name: row.pop(name) for name in details}
+            yield Reject(
+                source_file=fields[SOURCE_FILE],
+                source_row=fields[SOURCE_ROW],
+                stage=fields["_reject_stage"],
+                code=fields["_reject_code"],
+                message=fields["_reject_message"],
+                field=fields["_reject_field"],
+                http_status=fields["_reject_http_status"],
+                attempts=fields["_reject_attempts"],
+                retryable=fields["_reject_retryable"],
+                values=row,
+                raw_line=fields[RAW_LINE],
+            )
+
+    def counts(self, column: str) -> dict[str, int]:
+        """How many rejects per value of ``column`` (``_reject_code``, ``_reject_stage``)."""
+        counted = self.frame[column].value_counts()
+        return dict(zip(counted[column].to_list(), counted["count"].to_list(), strict=True))
+
+
+#: The details of a reject, as frame columns: :data:`REJECT_COLUMNS`, then the raw line.
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    SOURCE_FILE: pl.String(),
+    SOURCE_ROW: pl.Int64(),
+    "_reject_stage": pl.String(),
+    "_reject_code": pl.String(),
+    "_reject_field": pl.String(),
+    "_reject_message": pl.String(),
+    "_reject_http_status": pl.Int64(),
+    "_reject_attempts": pl.Int64(),
+    "_reject_retryable": pl.Boolean(),
+    RAW_LINE: pl.String(),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,16 @@ import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
-from importer.records import REJECT_COLUMNS, RESERVED_SOURCE_COLUMNS, Reject
+from importer.records import (
+    RAW_LINE,
+    REJECT_COLUMNS,
+    REJECT_SCHEMA,
+    RESERVED_SOURCE_COLUMNS,
+    Reject,
+    RejectFrame,
+)
 
 RejectsFormat = Literal["csv", "parquet", "ndjson"]
-RAW_LINE = "_raw_line"
 _PRIVATE = 0o600
 
 
@@ -132,6 +138,7 @@ class RejectsWriter:
         # Every source column known to hold text: its values are str or None.
         self._text_only = all(self._schema.get(c) == pl.String for c in self._source_columns)
         self._closed = False
+        self._delimiter = delimiter
         resume = append and self.path.exists() and self.path.stat().st_size > 0
         if resume and fmt != "parquet":
             _drop_partial_line(self.path)
@@ -152,21 +159,21 @@ class RejectsWriter:
         if meta is not None:
             write_meta(self.path, meta)
 
-    def write(self, rejects: Iterable[Reject]) -> None:
+    def write(self, rejects: Iterable[Reject] | RejectFrame) -> None:
+        if isinstance(rejects, RejectFrame):
+            self._write_frame(rejects.frame)
+            return
         batch = list(rejects)
         if not batch:
             return
         if self.fmt == "csv":
-            columns = self._source_columns
             if self._text_only:
-                # Text or null only (a CSV source): the csv module writes None as an empty
-                # cell itself, so the values go as they are — no call per cell.
-                rows = ([*map(r.values.get, columns), *map(_cell, _reject_fields(r))]
-                        for r in batch)
+                self._write_csv_frame(self._frame(batch))
             else:
+                columns = self._source_columns
                 rows = ([*map(_cell, map(r.values.get, columns)),
                          *map(_cell, _reject_fields(r))] for r in batch)
-            self._csv.writerows(rows)
+                self._csv.writerows(rows)
         elif self.fmt == "ndjson":
             out = io.BytesIO()
             for r in batch:
@@ -178,6 +185,38 @@ class RejectsWriter:
         else:
             self._write_parquet(self._frame(batch))
         self.count += len(batch)
+
+    def _write_frame(self, frame: pl.DataFrame) -> None:
+        """Rejects that come as a frame (source columns + reject columns, any order)."""
+        if frame.height == 0:
+            return
+        if self.fmt == "ndjson" or (self.fmt == "csv" and not self._text_only):
+            self.write(list(RejectFrame(frame)))  # values as Python objects, like any reject
+            return
+        aligned = frame.select(
+            pl.col(c).cast(self._schema.get(c, pl.String)) if c in frame.columns
+            else pl.lit(None, self._schema.get(c, pl.String)).alias(c)
+            for c in self._columns
+        )
+        if self.fmt == "csv":
+            self._write_csv_frame(aligned)
+        else:
+            self._write_parquet(aligned)
+        self.count += frame.height
+
+    def _write_csv_frame(self, frame: pl.DataFrame) -> None:
+        # polars' CSV writer quotes as the csv module's QUOTE_MINIMAL does, and moreover
+        # keeps an empty text cell ("") apart from a missing one (null: nothing between the
+        # separators), as the CSV reader reads them — so a rejects file re-imports as it was.
+        self._text.write(
+            frame.write_csv(
+                include_header=False,
+                separator=self._delimiter,
+                line_terminator="\r\n",
+                quote_style="necessary",
+                null_value="",
+            )
+        )
 
     def _write_parquet(self, frame: pl.DataFrame) -> None:
         table = frame.to_arrow()
@@ -202,14 +241,7 @@ class RejectsWriter:
         for i, name in enumerate((*REJECT_COLUMNS, RAW_LINE)):
             data[name] = [_reject_fields(r)[i] for r in batch]
         schema: dict[str, Any] = {c: self._schema.get(c, pl.String) for c in self._source_columns}
-        schema.update(
-            {
-                "_source_file": pl.String, "_source_row": pl.Int64, "_reject_stage": pl.String,
-                "_reject_code": pl.String, "_reject_field": pl.String,
-                "_reject_message": pl.String, "_reject_http_status": pl.Int64,
-                "_reject_attempts": pl.Int64, "_reject_retryable": pl.Boolean, RAW_LINE: pl.String,
-            }
-        )
+        schema.update(REJECT_SCHEMA)
         return pl.DataFrame(data, schema=schema, strict=False)
 
     def close(self) -> None:

@@ -35,6 +35,10 @@ class ImportReport:
     aborted: str | None = None
     dry_run: bool = False
     skipped_done: int = 0  # a resumed run: rows finished by an earlier invocation
+    # A resumed run: rows an earlier invocation rejected (already in the rejects file; part
+    # of skipped_done), and how many of those are retryable. They decide the exit code too.
+    rejected_before: int = 0
+    retryable_before: int = 0
     resumed: bool = False
     run_id: str = ""
     inputs: tuple[str, ...] = ()
@@ -56,13 +60,14 @@ class ImportReport:
     def exit_code(self) -> int:
         """DESIGN.md: 0 clean · 1 aborted · 3 permanent rejects · 4 retryable rows left.
 
-        Retryable wins over permanent: ``retry`` is the next thing to run either way.
+        Retryable wins over permanent: ``retry`` is the next thing to run either way. A
+        resumed run answers for the whole run, so rows its earlier invocations rejected count.
         """
         if self.aborted:
             return EXIT_ABORTED
-        if self.retryable_rejects:
+        if self.retryable_rejects or self.retryable_before:
             return EXIT_RETRYABLE
-        if self.rejected:
+        if self.rejected or self.rejected_before:
             return EXIT_REJECTS
         return EXIT_OK
 
@@ -92,6 +97,8 @@ def render(report: ImportReport) -> str:
     ]
     if report.resumed:
         lines.append(f"{'  done before (resume)':<22}{report.skipped_done:>12,}")
+        if report.rejected_before:
+            lines.append(f"{'    of them rejected':<22}{report.rejected_before:>12,}")
     for stage, n in sorted(report.rejected_by_stage.items()):
         lines.append(f"{'  rejected at ' + stage:<22}{n:>12,}")
     for code, n in sorted(report.rejected_by_code.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:

@@ -24,6 +24,7 @@ from importer.records import SOURCE_FILE, SOURCE_ROW
 from importer.sources import ReadOptions, iter_batches, resolve_inputs
 
 ResumeMode = Literal["resume", "restart"]
+_RETRYABLE = "_reject_retryable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,10 @@ class Earlier:
     done: Mapping[str, pl.Series] = field(default_factory=dict)
     first_target_acked: Mapping[str, pl.Series] = field(default_factory=dict)
     rejects_path: str | None = None
+    # Rows the rejects file held already, and how many of them are retryable: they are this
+    # run's rejects too, so they count in its exit code.
+    rejected: int = 0
+    retryable: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.done or self.first_target_acked or self.rejects_path)
@@ -47,24 +52,38 @@ def unfinished_message(record: RunRecord, acked: int) -> str:
     )
 
 
-def rows_in_rejects(path: str) -> dict[str, pl.Series]:
+@dataclass(frozen=True, slots=True)
+class EarlierRejects:
+    rows: Mapping[str, pl.Series]  # per source file, the rows the rejects file holds
+    count: int = 0
+    retryable: int = 0
+
+
+def rows_in_rejects(path: str) -> EarlierRejects:
     """``(_source_file, _source_row)`` of every row a rejects file holds, per source file."""
     if not Path(path).exists():
-        return {}
+        return EarlierRejects({})
     try:
         (source,) = resolve_inputs([path], ReadOptions())
         parts = [
-            b.frame.select(SOURCE_FILE, SOURCE_ROW) for b in iter_batches(source, ReadOptions())
+            b.frame.select(
+                SOURCE_FILE, SOURCE_ROW,
+                pl.col(_RETRYABLE) if _RETRYABLE in b.frame.columns
+                else pl.lit(None, pl.String).alias(_RETRYABLE),
+            )
+            for b in iter_batches(source, ReadOptions())
         ]
     except ImporterError:
-        return {}  # unreadable (a Parquet file cut short by a kill): its rows are redone
+        return EarlierRejects({})  # unreadable (a Parquet file cut short by a kill): redone
     if not parts:
-        return {}
-    frame = pl.concat(parts).drop_nulls()
-    return {
+        return EarlierRejects({})
+    frame = pl.concat(parts, how="vertical_relaxed").drop_nulls([SOURCE_FILE, SOURCE_ROW])
+    retryable = frame[_RETRYABLE].cast(pl.String).str.to_lowercase() == "true"
+    rows = {
         str(key[0]): group[SOURCE_ROW]
         for key, group in frame.group_by(SOURCE_FILE, maintain_order=True)
     }
+    return EarlierRejects(rows, frame.height, int(retryable.sum()))
 
 
 def _merge(a: Mapping[str, pl.Series], b: Mapping[str, pl.Series]) -> dict[str, pl.Series]:
@@ -102,7 +121,8 @@ def prepare(
     journal.start(run_id, meta, resume=True)
     rejects_path = str(record.meta.get("rejects_path") or "") or None
     done = journal.acked(run_id, targets[-1])
-    if rejects_path:
-        done = _merge(done, rows_in_rejects(rejects_path))
+    rejected = rows_in_rejects(rejects_path) if rejects_path else EarlierRejects({})
+    done = _merge(done, rejected.rows)
     first = journal.acked(run_id, targets[0]) if len(targets) > 1 else {}
-    return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path)
+    return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path,
+                   rejected=rejected.count, retryable=rejected.retryable)

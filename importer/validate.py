@@ -31,7 +31,7 @@ from importer.mapping import (
     compile_mapping,
     load_mapping,
 )
-from importer.records import Reject, SourceBatch
+from importer.records import Reject, RejectFrame, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import DatasourceSpecs, apply_specs
@@ -226,7 +226,7 @@ class _LazyWriter:
     def path_if_written(self) -> str | None:
         return self.path if self._writer is not None else None
 
-    def write(self, rejects: Sequence[Reject], schema: pl.Schema) -> None:
+    def write(self, rejects: Sequence[Reject] | RejectFrame, schema: pl.Schema) -> None:
         if not rejects or self.path is None:
             return
         if self._writer is None:

@@ -61,10 +61,19 @@ from importer.mapping.spec import (
     TemplateSource,
     ValueSource,
 )
-from importer.records import RESERVED_SOURCE_COLUMNS, SOURCE_ROW, Reject, SourceBatch
+from importer.records import (
+    RAW_LINE,
+    REJECT_SCHEMA,
+    RESERVED_SOURCE_COLUMNS,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    RejectFrame,
+    SourceBatch,
+)
 
 _PREFIX = "__instasent_map__"  # internal column names; a source column may not start with it
 _KEY_FIELD: dict[str, str] = {"contacts": "_user_id", "events": "_event_id"}
+_NO_REJECTS = RejectFrame(pl.DataFrame(schema=REJECT_SCHEMA))
 
 @dataclass(frozen=True, slots=True)
 class MappedItems:
@@ -80,7 +89,7 @@ class MappedItems:
 class MappedBatch:
     source_file: str
     items: Mapping[str, MappedItems]
-    rejects: tuple[Reject, ...]
+    rejects: RejectFrame
     filtered_rows: Sequence[int]
 
 
@@ -324,9 +333,9 @@ class CompiledMapping:
         schema: pl.Schema,
         source_file: str,
         checks: Mapping[int | None, list[RowCheck]],
-    ) -> tuple[Reject, ...]:
+    ) -> RejectFrame:
         if bad.height == 0:
-            return ()
+            return _NO_REJECTS
         leaves = self.leaves
         bad = bad.with_columns([_leaf_error(leaf, checks).alias(leaf.col("e"))
                                 for leaf in leaves])
@@ -342,27 +351,22 @@ class CompiledMapping:
              for leaf in leaves]
             + [pl.when(c.code.is_not_null()).then(pl.lit(c.path)) for c in rows]
         )
-        details = bad.select(
-            pl.col(SOURCE_ROW),
-            pl.coalesce([pl.col(leaf.col("e")) for leaf in leaves] + [c.code for c in rows])
-            .alias("code"),
-            first_field.alias("field"),
-            pl.concat_str([message, pl.lit(" — " + REMEDY)]).alias("message"),
-        )
         originals = [c for c in schema.names() if not is_reserved(c)]
-        values = bad.select(originals).to_dicts()
-        return tuple(
-            Reject(
-                source_file=source_file,
-                source_row=row[SOURCE_ROW],
-                stage="map",
-                code=row["code"],
-                field=row["field"],
-                message=row["message"],
-                values=value,
-            )
-            for row, value in zip(details.iter_rows(named=True), values, strict=True)
+        details = bad.select(
+            *originals,
+            pl.lit(source_file, pl.String).alias(SOURCE_FILE),
+            pl.col(SOURCE_ROW).cast(pl.Int64),
+            pl.lit("map", pl.String).alias("_reject_stage"),
+            pl.coalesce([pl.col(leaf.col("e")) for leaf in leaves] + [c.code for c in rows])
+            .alias("_reject_code"),
+            first_field.alias("_reject_field"),
+            pl.concat_str([message, pl.lit(" — " + REMEDY)]).alias("_reject_message"),
+            pl.lit(None, pl.Int64).alias("_reject_http_status"),
+            pl.lit(0, pl.Int64).alias("_reject_attempts"),
+            pl.lit(False).alias("_reject_retryable"),
+            pl.lit(None, pl.String).alias(RAW_LINE),
         )
+        return RejectFrame(details)
 
 
 def _apply_skip(frame: pl.DataFrame, rules: Sequence[SkipRule]) -> tuple[pl.DataFrame, list[int]]:

@@ -1,3 +1,3 @@
-from importer.cli import main
+from importer._launch import main
 
 main()

@@ -138,32 +138,40 @@ def _item_error(errors: Any, fallback: str = "rejected by the API") -> ItemOutco
 
 
 _STATUS = operator.itemgetter("status")
-_EVENT_ID = operator.methodcaller("get", "_event_id")
-_USER_ID = operator.methodcaller("get", "_user_id")
-_DUPLICATE_FLAG = operator.methodcaller("get", "duplicate")
+_EVENT_ID = operator.itemgetter("_event_id")
+_USER_ID = operator.itemgetter("_user_id")
 
 
-def _all_accepted(items: list[Any], keys: Sequence[str]) -> bool:
-    """True when every item says ``success``, is no duplicate, and echoes its own id at its
-    own position — nearly every answer of a run, checked without a Python loop per item."""
+def _all_accepted(items: list[Any], keys: Sequence[str], content: bytes) -> bool:
+    """True when every item says ``success``, none is flagged a duplicate, and each echoes its
+    own id at its own position — nearly every answer of a run, checked without a Python loop
+    per item (``map`` with ``itemgetter`` runs in C). Anything else: the careful path decides.
+    """
+    # No item can carry a "duplicate" flag if the word is nowhere in the body (\u escapes
+    # could spell it otherwise: then look item by item).
+    if b"duplicate" in content or b"\\u" in content:
+        return False
     try:
         if list(map(_STATUS, items)).count("success") != len(items):
             return False
-        echoed = list(map(_EVENT_ID, items))
-        if echoed.count(None) == len(echoed):
+        try:
+            echoed = list(map(_EVENT_ID, items))
+        except KeyError:
             echoed = list(map(_USER_ID, items))
-        return echoed == list(keys) and not any(map(_DUPLICATE_FLAG, items))
-    except (TypeError, KeyError, AttributeError):  # not all dicts: the careful path decides
+    except (TypeError, KeyError):  # an item that is not an object, or without an id
         return False
+    return echoed == list(keys)
 
 
-def _docs_items(entity: Mapping[str, Any], keys: Sequence[str]) -> tuple[ItemOutcome, ...] | None:
+def _docs_items(
+    entity: Mapping[str, Any], keys: Sequence[str], content: bytes = b"\\u"
+) -> tuple[ItemOutcome, ...] | None:
     items = entity.get("items")
     if not isinstance(items, list) or len(items) != len(keys):
         return None
-    if _all_accepted(items, keys):
+    if _all_accepted(items, keys, content):
         return (_OK,) * len(items)
-    # The hot path of every run: one pass, plain type checks, shared success outcomes.
+    # Item by item: some failed, some are duplicates, or the ids need a closer look.
     out: list[ItemOutcome] = []
     for item, key in zip(items, keys, strict=True):
         if type(item) is not dict:
@@ -226,7 +234,7 @@ def _parse_items(content: bytes, keys: Sequence[str]) -> tuple[ItemOutcome, ...]
         return None
     entity = body.get("entity")
     if isinstance(entity, Mapping):
-        return _docs_items(entity, keys)
+        return _docs_items(entity, keys, content)
     return _activepieces_items(body, len(keys))
 
 

@@ -669,7 +669,7 @@ class _Deleter:
                 response = await self._client.delete_contact(user_id)
             except httpx.TransportError as exc:
                 self.pacer.failed()
-                await self.limit.release("fault")
+                self.limit.release("fault")
                 self.stats.statuses[type(exc).__name__] += 1
                 if attempts >= self.settings.max_attempts:
                     return _gave_up(None, attempts, f"{type(exc).__name__} (no response)")
@@ -680,13 +680,13 @@ class _Deleter:
             now = self._timing.clock()
             if 200 <= status < 300:
                 self.pacer.done(parse_rate(response.headers, now))
-                await self.limit.release("ok")
+                self.limit.release("ok")
                 return _Outcome("deleted", status, attempts)
             answer = interpret(status, response.headers, response.content, (user_id,), now=now)
             self.pacer.done(answer.rate)
             if answer.verdict is Verdict.RATE:
                 self.pacer.rate_limited(answer.rate)
-                await self.limit.release("throttled")
+                self.limit.release("throttled")
                 self.stats.rate_limited += 1
                 attempts -= 1  # a 429 does not consume the attempt budget (API.md §6)
                 waits += 1
@@ -694,12 +694,12 @@ class _Deleter:
                     return _gave_up(429, attempts, "still rate limited (429)")
                 continue
             if answer.verdict is Verdict.RETRY:
-                await self.limit.release("fault")
+                self.limit.release("fault")
                 if attempts >= self.settings.max_attempts:
                     return _gave_up(status, attempts, answer.message or f"HTTP {status}")
                 await self._backoff(attempts)
                 continue
-            await self.limit.release("ok")
+            self.limit.release("ok")
             message = _redact(answer.message, self._client.credentials.token)
             return await self._settle(answer.verdict, status, message, attempts)
 

@@ -16,6 +16,7 @@ Clock, sleep and randomness are injected so tests never really wait.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from collections import Counter
@@ -163,7 +164,12 @@ class RatePacer:
 
 
 class AdaptiveLimit:
-    """Bounds requests in flight; additive increase, multiplicative decrease."""
+    """Bounds requests in flight; additive increase, multiplicative decrease.
+
+    A release hands its slot to the longest waiter, if the limit allows, and wakes only that
+    one (a condition variable's notify-all woke every waiting worker on every response, each
+    to find the limit still reached: a turn of the event loop per waiter per request).
+    """
 
     def __init__(self, settings: UploadSettings) -> None:
         pinned = settings.concurrency
@@ -171,25 +177,42 @@ class AdaptiveLimit:
         self.cap = pinned if pinned is not None else settings.max_concurrency
         self.limit = float(pinned if pinned is not None else settings.initial_concurrency)
         self.active = 0
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.active < int(self.limit))
+        if self.active < int(self.limit) and not self._waiters:
             self.active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # a release counted us in (``active``) before waking us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.active -= 1  # granted and cancelled at once: give the slot back
+                self._grant()
+            else:
+                self._waiters.remove(waiter)
+            raise
 
-    async def release(self, signal: str) -> None:
+    def release(self, signal: str) -> None:
         """``signal``: "ok", "fault" (5xx/transport) or "throttled" (429)."""
-        async with self._cond:
-            self.active -= 1
-            if not self.pinned:
-                if signal == "ok":
-                    self.limit = min(self.cap, self.limit + 1.0 / max(self.limit, 1.0))
-                elif signal == "throttled":
-                    self.limit = max(1.0, self.limit / 2)
-                else:
-                    self.limit = max(1.0, self.limit * 0.9)
-            self._cond.notify_all()
+        self.active -= 1
+        if not self.pinned:
+            if signal == "ok":
+                self.limit = min(self.cap, self.limit + 1.0 / max(self.limit, 1.0))
+            elif signal == "throttled":
+                self.limit = max(1.0, self.limit / 2)
+            else:
+                self.limit = max(1.0, self.limit * 0.9)
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.active < int(self.limit):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
 
 
 class FatalResponse(Exception):
@@ -310,7 +333,7 @@ class Uploader:
                 response = await self._client.post_items(chunk.target, body)
             except httpx.TransportError as exc:
                 pacer.failed()
-                await self.limit.release("fault")
+                self.limit.release("fault")
                 self.stats.statuses[type(exc).__name__] += 1
                 outcome = f"{type(exc).__name__} (no response)"
                 if attempts >= self.settings.max_attempts:
@@ -328,7 +351,7 @@ class Uploader:
             if answer.verdict is Verdict.RATE:
                 pacer.done(answer.rate)
                 pacer.rate_limited(answer.rate)
-                await self.limit.release("throttled")
+                self.limit.release("throttled")
                 self.stats.rate_limited += 1
                 attempts -= 1  # a 429 does not consume the attempt budget
                 waits += 1
@@ -337,12 +360,12 @@ class Uploader:
                 continue
             pacer.done(answer.rate)
             if answer.verdict is Verdict.RETRY:
-                await self.limit.release("fault")
+                self.limit.release("fault")
                 if attempts >= self.settings.max_attempts:
                     return self._give_up(chunk, answer.status, attempts, answer.message)
                 await self._backoff(attempts)
                 continue
-            await self.limit.release("ok")
+            self.limit.release("ok")
             return self._settle(chunk, answer, attempts)
 
     def _settle(self, chunk: Chunk, answer: BatchResponse, attempts: int) -> ChunkResult | None:

@@ -225,3 +225,21 @@ def test_without_a_terminal_progress_is_a_log_line(capsys: pytest.CaptureFixture
     quiet = _ProgressPrinter(quiet=True, interval=0.0)
     quiet(Progress("contacts", "bytes", 50, 200, 1_000, 990, 10))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 1), ("2", 2)])
+def test_the_command_runs_polars_on_one_thread_unless_told(given: str | None,
+                                                           expected: int) -> None:
+    script = (
+        "import sys\n"
+        "from importer import _launch\n"
+        "sys.argv = ['instasent-import', '--version']\n"
+        "try:\n    _launch.main()\nexcept SystemExit:\n    pass\n"
+        "import polars\nprint(polars.thread_pool_size())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
+    if given is not None:
+        env["POLARS_MAX_THREADS"] = given
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.split()[-1] == str(expected)

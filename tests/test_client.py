@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from importer.client import Verdict, interpret, parse_rate
+from importer.client import Verdict, _docs_items, interpret, parse_rate
 
 KEYS = ["U1", "U2", "U3"]
 
@@ -101,3 +103,29 @@ def test_rate_headers_and_retry_after() -> None:
     http_date = parse_rate({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
     assert http_date.retry_after == 10.0
     assert parse_rate({"x-ratelimit-remaining": "lots"}).remaining is None
+
+
+_ITEM = st.fixed_dictionaries(
+    {"status": st.sampled_from(["success", "success", "success", "error"])},
+    optional={"duplicate": st.booleans(), "errors": st.just({"_email": ["Invalid format"]})},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_ITEM, st.sampled_from(["own", "own", "own", "none", "other"])),
+                min_size=1, max_size=12),
+       st.sampled_from(["_user_id", "_event_id"]))
+def test_the_all_accepted_shortcut_agrees_with_the_item_by_item_reading(
+    drawn: list[tuple[dict[str, object], str]], id_field: str
+) -> None:
+    keys = [f"K{i}" for i in range(len(drawn))]
+    items = []
+    for (item, echo), key in zip(drawn, keys, strict=True):
+        item = dict(item)
+        if echo != "none":
+            item[id_field] = key if echo == "own" else "somebody-else"
+        items.append(item)
+    content = orjson.dumps({"entity": {"items": items}})
+    fast = interpret(202, {}, content, keys)
+    careful = _docs_items({"items": items}, keys)  # no body given: never the shortcut
+    assert fast.items == careful if careful is not None else fast.verdict is Verdict.RETRY

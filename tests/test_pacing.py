@@ -97,13 +97,13 @@ def test_adaptive_limit_grows_on_success_and_halves_on_429() -> None:
     async def go() -> None:
         for _ in range(200):
             await limit.acquire()
-            await limit.release("ok")
+            limit.release("ok")
         assert limit.limit == 16
         await limit.acquire()
-        await limit.release("throttled")
+        limit.release("throttled")
         assert limit.limit == 8
         await limit.acquire()
-        await limit.release("fault")
+        limit.release("fault")
         assert 7 <= limit.limit < 8
 
     asyncio.run(go())
@@ -114,10 +114,10 @@ def test_pinned_concurrency_does_not_move() -> None:
 
     async def go() -> None:
         await limit.acquire()
-        await limit.release("throttled")
+        limit.release("throttled")
         for _ in range(50):
             await limit.acquire()
-            await limit.release("ok")
+            limit.release("ok")
 
     asyncio.run(go())
     assert limit.limit == 3
@@ -189,3 +189,37 @@ def test_a_429_while_others_wait_on_their_slots_holds_them_all_back() -> None:
     assert len(starts) == 5
     early = [s for s in starts if s < pause_end - 0.01]
     assert len(early) == 1, starts  # only the one sent before the 429
+
+
+def test_the_limit_bounds_concurrent_holders_and_a_cancelled_waiter_leaks_no_slot() -> None:
+    limit = AdaptiveLimit(UploadSettings(concurrency=3))
+    holding: list[int] = []
+    peak = 0
+    order: list[int] = []
+
+    async def hold(i: int) -> None:
+        nonlocal peak
+        await limit.acquire()
+        order.append(i)
+        holding.append(i)
+        peak = max(peak, len(holding))
+        await asyncio.sleep(0.001 * (i % 3))
+        holding.remove(i)
+        limit.release("ok")
+
+    async def go() -> None:
+        tasks = [asyncio.create_task(hold(i)) for i in range(12)]
+        await asyncio.sleep(0)  # three hold a slot, nine wait in line
+        tasks[5].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
+        # every slot came back: a fresh caller gets one at once
+        await asyncio.wait_for(limit.acquire(), 1)
+        limit.release("ok")
+
+    asyncio.run(go())
+    assert peak == 3
+    assert limit.active == 0
+    assert sorted(order) == [i for i in range(12) if i != 5]
+    assert order[:3] == [0, 1, 2]  # the first three in, the rest served in arrival order
+    assert order[3:] == [i for i in range(3, 12) if i != 5]

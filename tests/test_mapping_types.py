@@ -187,6 +187,24 @@ def test_date_iso_and_formats() -> None:
     ]
 
 
+def test_a_date_is_the_day_written_whatever_the_default_timezone() -> None:
+    """``defaults: timezone`` (for the datetimes of a file) must not move a date: midnight in
+    Madrid is the day before in UTC, and a birthdate is not an instant."""
+    madrid = {"defaults": {"timezone": "Europe/Madrid"}}
+    plain = {"column": "c", "type": "date", "format": ["%d/%m/%Y", "%Y-%m-%d"]}
+    assert run_field(plain, ["19/07/1995", "1968-12-03", "31/02/1990"], **madrid) == [
+        "1995-07-19", "1968-12-03", "!invalid_date",
+    ]
+    assert run_field({"column": "c", "type": "date"}, ["1995-07-19", "1995-7-19"],
+                     **madrid) == ["1995-07-19", "1995-07-19"]
+    # a wall-clock time is taken as written; a UTC time (Z) is seen in Madrid first
+    timed = {"column": "c", "type": "date",
+             "format": ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%SZ"]}
+    assert run_field(timed, ["2024-01-01 00:30", "2024-01-01T23:30:00Z"], **madrid) == [
+        "2024-01-01", "2024-01-02",
+    ]
+
+
 def test_date_native() -> None:
     field = {"column": "c", "type": "date"}
     days = pl.Series("c", [dt.date(2024, 1, 2), None])

@@ -373,8 +373,32 @@ def _date(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         day = local.dt.date()
     else:
         text = as_text(prepared, dtype)
-        day = pl.coalesce([_parse(text, fmt, field.timezone).dt.date() for fmt in field.formats])
+        if field.formats == ("%Y-%m-%d",):
+            # The default, and the output format: a valid date already written that way is
+            # sent as it is (one check instead of formatting a million dates back to text).
+            day = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+            canonical = day.is_not_null() & text.str.contains(r"^\d{4}-\d{2}-\d{2}$")
+            return pl.when(canonical).then(text).otherwise(day.dt.strftime(DATE_OUT))
+        day = pl.coalesce([_day(text, fmt, field.timezone) for fmt in field.formats])
     return day.dt.strftime(DATE_OUT)
+
+
+def _day(text: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
+    """The calendar date a text gives with one format (null when it does not match).
+
+    A date, or a wall-clock time, is taken as written: "19/07/1995" is 1995-07-19 whatever the
+    field's timezone (converting its midnight to UTC first would give the day before east of
+    Greenwich). A time with its own offset is seen in the field's timezone first.
+    """
+    if is_aware_format(fmt):
+        return _parse(text, fmt, timezone).dt.convert_time_zone(timezone).dt.date()
+    if not _TIME_DIRECTIVE.search(fmt):
+        return text.str.strptime(pl.Date, fmt, strict=False)
+    return text.str.strptime(pl.Datetime("us"), fmt, strict=False).dt.date()
+
+
+# strftime directives of a time of day (the rest are parts of a date)
+_TIME_DIRECTIVE = re.compile(r"%[-_0^#:.]*\d*[HIklMSfpPzZTRrXcs+]")
 
 
 def _datetime(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:

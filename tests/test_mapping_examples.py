@@ -50,7 +50,7 @@ def test_spanish_export_values() -> None:
     report = check("clientes_es")
     first = orjson.loads(report.samples["contacts"][0])
     assert first["_user_id"] == "ES-0001" and first["_first_name"] == "Chloé"
-    assert first["fecha_nacimiento"] == "1995-07-18"
+    assert first["fecha_nacimiento"] == "1995-07-19"  # "19/07/1995": the day as written
     assert first["fecha_alta"] == "2021-08-21T12:20:00.000Z"  # 14:20 in Madrid, summer
     assert b'"importe_total":49.90' in report.samples["contacts"][2]
 

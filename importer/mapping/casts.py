@@ -60,9 +60,24 @@ ERROR_CODES: dict[str, str] = {
 # ---------------------------------------------------------------- text helpers
 
 
-def json_string(expr: pl.Expr, prefix: str = "") -> pl.Expr:
-    """A String expression as a JSON string literal (quoted, escaped), after ``prefix``."""
+def json_string(expr: pl.Expr, prefix: str = "", *, plain: bool = False) -> pl.Expr:
+    """A String expression as a JSON string literal (quoted, escaped), after ``prefix``.
+
+    ``plain``: no value holds a character JSON escapes (see :func:`needs_escaping`), so the
+    escaping pass is skipped.
+    """
+    if plain:
+        return quoted(expr, prefix)
     return quoted(expr.str.replace_many(_ESCAPE_FROM, _ESCAPE_TO), prefix)
+
+
+def needs_escaping(column: str) -> pl.Expr:
+    """True when some value of a String column holds a quote, backslash or control character.
+
+    Checked once per batch and column: a column without any (nearly all of them) is sent with
+    quotes around it, skipping the escaping pass over every value.
+    """
+    return pl.col(column).str.contains_any(_ESCAPE_FROM).any().fill_null(False).alias(column)
 
 
 def quoted(expr: pl.Expr, prefix: str = "") -> pl.Expr:
@@ -109,10 +124,10 @@ def _nested_json(expr: pl.Expr) -> pl.Expr:
     return wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
 
 
-def native_json(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def native_json(expr: pl.Expr, dtype: pl.DataType, *, plain: bool = False) -> pl.Expr:
     """JSON text for a column passed through as is (``all_other_columns``), never an error."""
     if dtype == pl.String:
-        return json_string(blank_to_null(expr))
+        return json_string(blank_to_null(expr), plain=plain)
     if dtype == pl.Boolean:
         return pl.when(expr).then(pl.lit(TRUE_TEXT)).when(~expr).then(pl.lit(FALSE_TEXT))
     if dtype.is_integer() or isinstance(dtype, pl.Decimal):
@@ -210,6 +225,12 @@ def _digest_series(encoded: pl.Series) -> pl.Series:
     return pl.Series(encoded.name, digests, dtype=pl.String)
 
 
+#: Transforms that cannot add a character JSON escapes to a text (``map`` and ``default``
+#: bring text of their own).
+PLAIN_TRANSFORMS = frozenset({"strip", "lower", "upper", "title", "collapse_spaces",
+                              "digits_only"})
+
+
 def apply_transforms(expr: pl.Expr, transforms: Iterable[Transform]) -> pl.Expr:
     for transform in transforms:
         expr = _transform(expr, transform)
@@ -243,14 +264,23 @@ def _transform(expr: pl.Expr, transform: Transform) -> pl.Expr:
 
 
 def typed(
-    field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType, lookup: pl.Expr, prefix: str = ""
+    field: FieldSpec,
+    prepared: pl.Expr,
+    dtype: pl.DataType,
+    lookup: pl.Expr,
+    prefix: str = "",
+    *,
+    plain: bool = False,
 ) -> pl.Expr:
     """The field's JSON text after ``prefix``: null when the input is missing *or* cannot be
     converted (the engine tells the two apart by whether the input was present); ``lookup``
-    holds phone/JSON results computed per distinct value."""
+    holds phone/JSON results computed per distinct value; ``plain``: a text input known to
+    need no JSON escaping."""
     kind = field.type
     if kind == "string":
-        return json_string(as_text(prepared, dtype) if dtype != pl.String else prepared, prefix)
+        if dtype != pl.String:
+            return json_string(as_text(prepared, dtype), prefix)
+        return json_string(prepared, prefix, plain=plain)
     if kind in ("int", "float"):
         return prefixed(_number(field, prepared, dtype), prefix)
     if kind == "bool":

@@ -27,10 +27,12 @@ from importer.exceptions import MappingError, MappingProblem
 from importer.mapping import phone
 from importer.mapping.casts import (
     ERROR_CODES,
+    PLAIN_TRANSFORMS,
     apply_transforms,
     as_text,
     json_lookup,
     native_json,
+    needs_escaping,
     needs_text,
     normalise_text,
     source_expr,
@@ -269,13 +271,14 @@ class CompiledMapping:
     def map_batch(self, batch: SourceBatch) -> MappedBatch:
         frame, filtered = _apply_skip(batch.frame, self.spec.skip_if)
         schema = frame.schema
-        work = _evaluate(frame, self.leaves)
+        plain = _plain_columns(frame, self._text_columns(schema))
+        work = _evaluate(frame, self.leaves, plain)
         checks = self._checks(work.schema, schema)
         codes = [_leaf_error(leaf, checks) for leaf in self.leaves]
         codes += [c.code for c in checks.get(None, [])]
         outputs = [pl.col(SOURCE_ROW), pl.coalesce(codes).alias(_CODE)]
         for target in self.spec.targets:
-            outputs += self._outputs(target, schema)
+            outputs += self._outputs(target, schema, plain)
         done = work.select(outputs)
         failed = done[_CODE].is_not_null()
         good = done.filter(~failed)
@@ -316,11 +319,27 @@ class CompiledMapping:
 
     # -- valid rows
 
-    def _outputs(self, target: TargetSpec, schema: pl.Schema) -> list[pl.Expr]:
+    def _text_columns(self, schema: pl.Schema) -> list[str]:
+        """String columns sent as JSON strings as they are (after safe transforms): checked
+        per batch for characters to escape."""
+        out: dict[str, None] = {}
+        for leaf in self.leaves:
+            source = leaf.field.source
+            if (leaf.field.type == "string" and isinstance(source, ColumnSource)
+                    and schema.get(source.column) == pl.String
+                    and all(t.name in PLAIN_TRANSFORMS for t in leaf.field.transforms)):
+                out[source.column] = None
+        for columns in self._pass_through.values():
+            out.update((c, None) for c in columns if schema.get(c) == pl.String)
+        return list(out)
+
+    def _outputs(
+        self, target: TargetSpec, schema: pl.Schema, plain: frozenset[str] = frozenset()
+    ) -> list[pl.Expr]:
         leaves = {leaf.path: leaf for leaf in self._leaves[target.target]}
         values = {path: pl.col(leaf.col("v")) for path, leaf in leaves.items()}
         body = _body(target, values, self._pass_through[target.target], schema,
-                     self.spec.send_nulls)
+                     self.spec.send_nulls, plain)
         key = pl.col(leaves[_KEY_FIELD[target.target]].col("p")).cast(pl.String)
         return [key.alias(_col("key", target.target)),
                 body.cast(pl.Binary).alias(_col("body", target.target))]
@@ -415,7 +434,17 @@ def _prepared(leaf: _Leaf, schema: pl.Schema) -> tuple[pl.Expr, pl.DataType]:
     return expr, dtype
 
 
-def _evaluate(frame: pl.DataFrame, leaves: Sequence[_Leaf]) -> pl.DataFrame:
+def _plain_columns(frame: pl.DataFrame, columns: Sequence[str]) -> frozenset[str]:
+    """Of ``columns``, those whose values in this batch need no JSON escaping."""
+    if not columns or frame.height == 0:
+        return frozenset()
+    found = frame.select([needs_escaping(c) for c in columns]).row(0)
+    return frozenset(c for c, escape in zip(columns, found, strict=True) if not escape)
+
+
+def _evaluate(
+    frame: pl.DataFrame, leaves: Sequence[_Leaf], plain: frozenset[str] = frozenset()
+) -> pl.DataFrame:
     """Add, per field: ``p`` its prepared input, ``x`` a per-value lookup (phone, JSON) and
     ``v`` its JSON member text (``"name":value``) — or "" when the input is present but
     cannot be converted.
@@ -430,7 +459,8 @@ def _evaluate(frame: pl.DataFrame, leaves: Sequence[_Leaf]) -> pl.DataFrame:
     lookups = [leaf for leaf in leaves if _needs_lookup(leaf, schema)]
     if lookups:
         work = work.with_columns([_lookup(work[leaf.col("p")], leaf) for leaf in lookups])
-    return work.with_columns([_value(leaf, work.schema).alias(leaf.col("v")) for leaf in leaves])
+    return work.with_columns([_value(leaf, work.schema, plain).alias(leaf.col("v"))
+                              for leaf in leaves])
 
 
 def _lookup(column: pl.Series, leaf: _Leaf) -> pl.Series:
@@ -450,11 +480,17 @@ def _source_dtype(field: FieldSpec, schema: pl.Schema) -> pl.DataType:
     return pl.String()
 
 
-def _value(leaf: _Leaf, schema: pl.Schema) -> pl.Expr:
+def _value(leaf: _Leaf, schema: pl.Schema, plain: frozenset[str] = frozenset()) -> pl.Expr:
     """The field as a JSON object member, ``"name":value``."""
     prepared = pl.col(leaf.col("p"))
     lookup = pl.col(leaf.col("x")) if leaf.col("x") in schema else pl.lit(None, pl.String)
-    value = typed(leaf.field, prepared, schema[leaf.col("p")], lookup, _key(leaf.field.name))
+    source = leaf.field.source
+    is_plain = (
+        isinstance(source, ColumnSource) and source.column in plain
+        and all(t.name in PLAIN_TRANSFORMS for t in leaf.field.transforms)
+    )
+    value = typed(leaf.field, prepared, schema[leaf.col("p")], lookup, _key(leaf.field.name),
+                  plain=is_plain)
     if leaf.field.type not in ERROR_CODES:
         return value
     # "" marks "present but invalid": it never reaches a payload (the row is rejected)
@@ -514,6 +550,7 @@ def _body(
     pass_through: Sequence[str],
     schema: pl.Schema,
     send_nulls: bool,
+    plain: frozenset[str] = frozenset(),
 ) -> pl.Expr:
     """The item's JSON object from its members; members that are null are left out."""
     pieces: list[pl.Expr] = []
@@ -525,7 +562,8 @@ def _body(
         else:
             pieces.append(_member(item.name, members[item.name], send_nulls))
     for column in pass_through:
-        value = pl.concat_str([pl.lit(_key(column)), native_json(pl.col(column), schema[column])])
+        text = native_json(pl.col(column), schema[column], plain=column in plain)
+        value = pl.concat_str([pl.lit(_key(column)), text])
         pieces.append(_member(column, value, send_nulls))
     members_text = pl.concat_str(pieces, separator=",", ignore_nulls=True)
     return pl.concat_str([pl.lit("{"), members_text, pl.lit("}")])

@@ -193,8 +193,9 @@ class RejectsWriter:
         if self.fmt == "ndjson" or (self.fmt == "csv" and not self._text_only):
             self.write(list(RejectFrame(frame)))  # values as Python objects, like any reject
             return
+        # (cast as the object path builds its frame: leniently, for inputs of mixed formats)
         aligned = frame.select(
-            pl.col(c).cast(self._schema.get(c, pl.String)) if c in frame.columns
+            pl.col(c).cast(self._schema.get(c, pl.String), strict=False) if c in frame.columns
             else pl.lit(None, self._schema.get(c, pl.String)).alias(c)
             for c in self._columns
         )

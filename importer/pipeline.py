@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import polars as pl
 
-from importer import __version__
+from importer import __version__, eventloop
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ACCEPTED, ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
@@ -504,5 +504,9 @@ def run_import(
     *,
     progress: ProgressCallback | None = None,
 ) -> ImportReport:
-    """Synchronous :func:`arun_import`."""
-    return asyncio.run(arun_import(inputs, mapping, credentials, options, progress=progress))
+    """Synchronous :func:`arun_import`, on an event loop that gathers the wake-ups of a paced
+    run (:mod:`importer.eventloop`)."""
+    report: ImportReport = eventloop.run(
+        arun_import(inputs, mapping, credentials, options, progress=progress)
+    )
+    return report

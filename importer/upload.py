@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from importer import eventloop
 from importer.chunking import Chunk
 from importer.client import ApiClient, BatchResponse, ItemOutcome, RateInfo, Verdict, interpret
 
@@ -116,6 +117,7 @@ class RatePacer:
     def _reserve(self, now: float) -> float | None:
         """This request's start time; None when the window's budget is spent."""
         if self._remaining is None or self._reset is None or self._reset <= now:
+            eventloop.paced(False)
             return now  # nothing known, or the window is over: go
         if self._remaining <= 0:
             self._blocked_until = now + min(self._reset - now, MAX_RATE_WAIT) + self._jit()
@@ -127,7 +129,10 @@ class RatePacer:
         slot = max(now - CATCH_UP, self._next_slot)
         start = max(slot, now)
         # What is left of the window, from this slot on, spread over the requests left.
-        self._next_slot = slot + max(self._reset - start, 0.0) / self._remaining
+        spacing = max(self._reset - start, 0.0) / self._remaining
+        self._next_slot = slot + spacing
+        # Requests this far apart leave on the beat anyway: the loop may gather its wake-ups.
+        eventloop.paced(spacing >= eventloop.PACED_INTERVAL / 2)
         self._remaining -= 1  # spent locally now; the server's count catches up later
         return start
 

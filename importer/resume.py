@@ -60,7 +60,8 @@ class EarlierRejects:
 
 
 def rows_in_rejects(path: str) -> EarlierRejects:
-    """``(_source_file, _source_row)`` of every row a rejects file holds, per source file."""
+    """The rows a rejects file holds (``_source_row`` per ``_source_file``), how many, and how
+    many of them are retryable."""
     if not Path(path).exists():
         return EarlierRejects({})
     try:

@@ -403,12 +403,6 @@ def _date(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         day = local.dt.date()
     else:
         text = as_text(prepared, dtype)
-        if field.formats == ("%Y-%m-%d",):
-            # The default, and the output format: a valid date already written that way is
-            # sent as it is (one check instead of formatting a million dates back to text).
-            day = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-            canonical = day.is_not_null() & text.str.contains(r"^\d{4}-\d{2}-\d{2}$")
-            return pl.when(canonical).then(text).otherwise(day.dt.strftime(DATE_OUT))
         day = pl.coalesce([_day(text, fmt, field.timezone) for fmt in field.formats])
     return day.dt.strftime(DATE_OUT)
 

@@ -324,11 +324,9 @@ class CompiledMapping:
         per batch for characters to escape."""
         out: dict[str, None] = {}
         for leaf in self.leaves:
-            source = leaf.field.source
-            if (leaf.field.type == "string" and isinstance(source, ColumnSource)
-                    and schema.get(source.column) == pl.String
-                    and all(t.name in PLAIN_TRANSFORMS for t in leaf.field.transforms)):
-                out[source.column] = None
+            column = _verbatim_column(leaf.field)
+            if leaf.field.type == "string" and column and schema.get(column) == pl.String:
+                out[column] = None
         for columns in self._pass_through.values():
             out.update((c, None) for c in columns if schema.get(c) == pl.String)
         return list(out)
@@ -434,6 +432,17 @@ def _prepared(leaf: _Leaf, schema: pl.Schema) -> tuple[pl.Expr, pl.DataType]:
     return expr, dtype
 
 
+def _verbatim_column(field: FieldSpec) -> str | None:
+    """The column a field sends as it is (or through transforms that add no character JSON
+    escapes), if any: when its batch holds nothing to escape, the field needs no escaping."""
+    source = field.source
+    if isinstance(source, ColumnSource) and all(
+        t.name in PLAIN_TRANSFORMS for t in field.transforms
+    ):
+        return source.column
+    return None
+
+
 def _plain_columns(frame: pl.DataFrame, columns: Sequence[str]) -> frozenset[str]:
     """Of ``columns``, those whose values in this batch need no JSON escaping."""
     if not columns or frame.height == 0:
@@ -484,13 +493,8 @@ def _value(leaf: _Leaf, schema: pl.Schema, plain: frozenset[str] = frozenset()) 
     """The field as a JSON object member, ``"name":value``."""
     prepared = pl.col(leaf.col("p"))
     lookup = pl.col(leaf.col("x")) if leaf.col("x") in schema else pl.lit(None, pl.String)
-    source = leaf.field.source
-    is_plain = (
-        isinstance(source, ColumnSource) and source.column in plain
-        and all(t.name in PLAIN_TRANSFORMS for t in leaf.field.transforms)
-    )
     value = typed(leaf.field, prepared, schema[leaf.col("p")], lookup, _key(leaf.field.name),
-                  plain=is_plain)
+                  plain=_verbatim_column(leaf.field) in plain)
     if leaf.field.type not in ERROR_CODES:
         return value
     # "" marks "present but invalid": it never reaches a payload (the row is rejected)

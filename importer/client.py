@@ -76,9 +76,8 @@ class BatchResponse:
     message: str = ""
 
 
-_OK = ItemOutcome(ok=True)
 #: The outcome of an accepted item (one shared object: counting them is cheap).
-ACCEPTED = _OK
+ACCEPTED = ItemOutcome(ok=True)
 _DUPLICATE = ItemOutcome(ok=True, duplicate=True)
 
 
@@ -170,7 +169,7 @@ def _docs_items(
     if not isinstance(items, list) or len(items) != len(keys):
         return None
     if _all_accepted(items, keys, content):
-        return (_OK,) * len(items)
+        return (ACCEPTED,) * len(items)
     # Item by item: some failed, some are duplicates, or the ids need a closer look.
     out: list[ItemOutcome] = []
     for item, key in zip(items, keys, strict=True):
@@ -180,7 +179,7 @@ def _docs_items(
         if echoed is not None and echoed != key and str(echoed) != key:
             return _items_by_id(items, keys)
         if item.get("status") == "success":
-            out.append(_DUPLICATE if item.get("duplicate") else _OK)
+            out.append(_DUPLICATE if item.get("duplicate") else ACCEPTED)
         else:
             out.append(_item_error(item.get("errors") or item.get("message")))
     return tuple(out)
@@ -214,7 +213,7 @@ def _activepieces_items(body: Mapping[str, Any], n: int) -> tuple[ItemOutcome, .
         pos = entry.get("position") if isinstance(entry, Mapping) else None
         if isinstance(pos, int) and 0 <= pos < n:
             dup = isinstance(entry, Mapping) and bool(entry.get("duplicate"))
-            outcomes[pos] = _DUPLICATE if dup else _OK
+            outcomes[pos] = _DUPLICATE if dup else ACCEPTED
     for entry in errors:
         pos = entry.get("position") if isinstance(entry, Mapping) else None
         if isinstance(pos, int) and 0 <= pos < n and isinstance(entry, Mapping):

@@ -28,7 +28,7 @@ import polars as pl
 
 from importer import __version__, eventloop
 from importer.chunking import Chunk, Chunker, Target
-from importer.client import ACCEPTED, ApiClient, auth_message
+from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.datasource import fetch_stream
 from importer.exceptions import MappingProblem
@@ -288,7 +288,7 @@ class _Run:
 
     def on_result(self, result: ChunkResult) -> None:
         chunk = result.chunk
-        if result.outcomes.count(ACCEPTED) == len(result.outcomes):
+        if result.all_accepted:
             files, rows = chunk.files, chunk.rows
         else:
             self._ensure_writer()

@@ -23,7 +23,6 @@ from typing import Any
 import polars as pl
 
 from importer.chunking import Chunk
-from importer.client import ACCEPTED
 from importer.exceptions import InternalError
 from importer.records import (
     SOURCE_FILE,
@@ -123,8 +122,8 @@ class Reconciler:
     def on_result(self, result: ChunkResult) -> None:
         chunk = result.chunk
         final = chunk.target == self.final_target
-        n = len(result.outcomes)
-        if result.outcomes.count(ACCEPTED) == n:  # the common answer: every item accepted
+        if result.all_accepted:
+            n = len(result.outcomes)
             if final:
                 self.tally.accepted += n
                 if self.two_targets:

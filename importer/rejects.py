@@ -102,7 +102,9 @@ def _reject_fields(r: Reject) -> list[Any]:
 
 
 def _cell(value: Any) -> str:
-    if type(value) is str:  # CSV sources: nearly every value
+    """One value as CSV text, where the source columns are not all text (a text-only source's
+    rejects are written by polars, see ``RejectsWriter._write_csv_frame``)."""
+    if type(value) is str:
         return value
     if value is None:
         return ""

@@ -109,11 +109,7 @@ class _Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(exc)
             return
-        if answer is None:
-            if eof:  # pragma: no cover - _parse_response raises at EOF instead
-                self._waiter = None
-                if not waiter.done():
-                    waiter.set_exception(_Disconnected("connection closed", partial=True))
+        if answer is None:  # more to come (at EOF _parse_response answers or raises)
             return
         used, status, headers, content, keep = answer
         del self._buffer[:used]

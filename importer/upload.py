@@ -28,7 +28,15 @@ import httpx
 
 from importer import eventloop
 from importer.chunking import Chunk
-from importer.client import ApiClient, BatchResponse, ItemOutcome, RateInfo, Verdict, interpret
+from importer.client import (
+    ACCEPTED,
+    ApiClient,
+    BatchResponse,
+    ItemOutcome,
+    RateInfo,
+    Verdict,
+    interpret,
+)
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -64,6 +72,11 @@ class ChunkResult:
     outcomes: tuple[ItemOutcome, ...]
     status: int | None
     attempts: int
+
+    @property
+    def all_accepted(self) -> bool:
+        """Every item accepted, none a duplicate: nearly every answer of a run."""
+        return self.outcomes.count(ACCEPTED) == len(self.outcomes)
 
 
 @dataclass

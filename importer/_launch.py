@@ -20,6 +20,7 @@ import os
 def main() -> None:
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:-1,muzzy_decay_ms:-1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from importer.cli import main as cli_main
 
     cli_main()

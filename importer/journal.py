@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from importer.records import SOURCE_ROW
 
@@ -172,6 +171,8 @@ class Journal:
 
         A Series rather than a set: 8 bytes a row, and batches filter on it vectorised.
         """
+        import pyarrow as pa  # only a resumed run reads acks back (start-up cost)
+
         self.flush()
         blobs: dict[str, list[bytes]] = defaultdict(list)
         for f, blob in self._db.execute(

@@ -19,11 +19,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import polars as pl
-import pyarrow.parquet as pq
 
 from importer.records import (
     RAW_LINE,
@@ -33,6 +32,9 @@ from importer.records import (
     Reject,
     RejectFrame,
 )
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 RejectsFormat = Literal["csv", "parquet", "ndjson"]
 _PRIVATE = 0o600
@@ -228,6 +230,8 @@ class RejectsWriter:
             # then streams on, one row group per write.
             os.ftruncate(self._fd, 0)
             self._bin = os.fdopen(self._fd, "wb")
+            import pyarrow.parquet as pq  # only Parquet rejects need pyarrow (start-up cost)
+
             self._parquet = pq.ParquetWriter(self._bin, table.schema)
             if self._earlier is not None and self._earlier.height:
                 earlier = self._earlier.select(

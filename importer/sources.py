@@ -13,7 +13,7 @@ CSV, the hard case::
 
     file ─► gunzip/unzstd ─► transcode to UTF-8 (only if not UTF-8) ─► window of bytes
          ─► span of whole lines ─► fast path: if the span matches the strict CSV grammar with
-            exactly the header's field count (RE2 via pyarrow.compute, linear time), polars
+            exactly the header's field count (polars' regex engine, linear time), polars
             parses it
          ─► a span that is not provably clean is halved until the damage is isolated, and the
             damaged part goes through the reference parser (Python's csv module, strict,
@@ -41,23 +41,22 @@ import gzip
 import io
 import os
 import re
-import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, TypeVar, cast
 
 import orjson
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import zstandard
 from charset_normalizer import from_bytes
 
 from importer.exceptions import InputError
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 Format = Literal["csv", "parquet", "ndjson"]
 _T = TypeVar("_T")
@@ -784,7 +783,7 @@ class _CsvContext:
     delimiter: str
     encoding: str
     row_column: str  # private name for the row number while parsing
-    grammar: str  # RE2 pattern of a clean span (csv_grammar)
+    grammar: str  # regex of a clean span (csv_grammar)
     schema: dict[str, pl.DataType]
     checker: Executor  # one thread that checks the grammar while polars parses
 
@@ -951,7 +950,8 @@ def _fast_parse(chunk: bytes, ctx: _CsvContext, final: bool) -> tuple[pl.DataFra
 
     polars is lenient (it pads short rows with nulls and reads ``"a"b""`` as ``ab``), so the
     span must first match the strict CSV grammar with exactly the header's field count
-    (RE2, linear time). Returns the frame and the number of physical lines.
+    (a finite-automaton regex, linear time). Returns the frame and the number of physical
+    lines.
     """
     if not chunk.endswith(b"\n"):
         if not final:
@@ -976,15 +976,25 @@ def _fast_parse(chunk: bytes, ctx: _CsvContext, final: bool) -> tuple[pl.DataFra
 
 
 def _check_span(chunk: bytes, grammar: str) -> tuple[bool, int]:
-    """(the span is strict CSV with the right field count, its physical lines)."""
-    offsets = struct.pack("<qq", 0, len(chunk))
-    array = pa.Array.from_buffers(pa.large_binary(), 1,
-                                  [None, pa.py_buffer(offsets), pa.py_buffer(chunk)])
-    return bool(pc.match_substring_regex(array, grammar)[0].as_py()), chunk.count(b"\n")
+    """(the span is strict CSV with the right field count, its physical lines).
+
+    polars' regex engine (Rust ``regex``: finite automata, linear time, no backtracking) on
+    the span as one string. It used to be RE2 through pyarrow.compute, which made every CSV
+    run import pyarrow and numpy: ~0.15 CPU-s of start-up for a check no faster than this.
+    Text that is not UTF-8 cannot be proved clean (polars could not parse it either), nor can
+    a span of a file so wide (thousands of columns) that its grammar exceeds the regex size
+    limit: the reference parser reads those.
+    """
+    lines = chunk.count(b"\n")
+    try:
+        text = pl.Series([chunk], dtype=pl.Binary).cast(pl.String)
+        return bool(text.str.contains(grammar).item()), lines
+    except pl.exceptions.PolarsError:  # not UTF-8, or the grammar is too large to compile
+        return False, lines
 
 
 def csv_grammar(delimiter: str, width: int) -> str:
-    """An RE2 pattern matching whole lines of strict CSV with exactly ``width`` fields.
+    """A regex matching whole lines of strict CSV with exactly ``width`` fields.
 
     Quoted fields may hold anything with quotes doubled; unquoted ones no quote, delimiter or
     line break; a record ends with LF or CRLF.
@@ -1296,6 +1306,8 @@ def _ndjson_reject(text: bytes, number: int, source: SourceFile, code: str, prob
 
 
 def _open_parquet(path: str) -> pq.ParquetFile:
+    import pyarrow.parquet as pq  # only Parquet inputs need pyarrow (start-up cost)
+
     try:
         return pq.ParquetFile(path)
     except PermissionError:
@@ -1314,6 +1326,8 @@ def _inspect_parquet(path: str) -> SourceFile:
 
 
 def _iter_parquet(source: SourceFile, options: ReadOptions) -> Iterator[SourceBatch]:
+    import pyarrow as pa
+
     handle = _open_parquet(source.path)
     done = 0
     try:

@@ -144,6 +144,37 @@ def test_malformed_rows_are_rejects_and_the_rest_is_read(batch_rows: int) -> Non
     assert all(" — " in r.message for r in rejects), "every message ends with a remedy"
 
 
+@pytest.mark.parametrize("width", [1_500, 12_000])
+def test_very_wide_files_are_read_exactly(tmp_path: Path, width: int) -> None:
+    """1,500 columns: the grammar check proves spans clean (RE2 refused a repeat over 1,000
+    and the run failed). 12,000: the grammar exceeds the regex size limit, so every span goes
+    through the reference parser: slower, same rows, same rejects."""
+    header = ",".join(f"c{i}" for i in range(width))
+    good = ",".join('"a,""b"""' if i % 7 == 0 else f"v{i}" for i in range(width))
+    short = ",".join(f"w{i}" for i in range(width - 1))
+    path = tmp_path / "wide.csv"
+    n = 8 if width < 10_000 else 2  # the reference parser is slow on 12,000 columns
+    lines = [good] * n + [short] + [good] * n
+    path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    spans: list[bool] = []
+    check = sources._check_span
+
+    def spy(chunk: bytes, grammar: str) -> tuple[bool, int]:
+        spans.append(check(chunk, grammar)[0])
+        return check(chunk, grammar)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sources, "_check_span", spy)
+        _, frame, rejects = read(path)
+    assert numbers(frame) == [*range(1, n + 1), *range(n + 2, 2 * n + 2)]
+    assert frame.row(0)[0] == 'a,"b"' and frame.row(2 * n - 1)[width - 1] == good.split(",")[-1]
+    assert [(r.source_row, r.code) for r in rejects] == [(n + 1, "wrong_field_count")]
+    if width == 1_500:
+        assert True in spans, "the grammar check proved a span clean"
+    else:
+        assert spans and not any(spans), "too wide for the regex: never on the fast path"
+
+
 def test_unterminated_quote_costs_one_line() -> None:
     _, frame, rejects = read(EDGE / "unterminated_quote.csv")
     assert numbers(frame) == [1, 3, 4, 5]

@@ -30,6 +30,7 @@ from importer import eventloop
 from importer.chunking import Chunk
 from importer.client import (
     ACCEPTED,
+    AnswerTemplates,
     ApiClient,
     BatchResponse,
     ItemOutcome,
@@ -269,6 +270,7 @@ class Uploader:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._pacers: dict[str, RatePacer] = {}
+        self.templates: dict[str, AnswerTemplates] = {}  # per endpoint (target)
         self.limit = AdaptiveLimit(settings)
         self.stats = UploadStats()
         self.fatal: BatchResponse | None = None
@@ -345,6 +347,7 @@ class Uploader:
     async def _send(self, chunk: Chunk) -> ChunkResult | None:
         """One chunk's attempts. None means "split it"; raises FatalResponse on 401/404."""
         pacer = self._pacer(chunk.target)
+        known = self.templates.setdefault(chunk.target, AnswerTemplates())
         attempts = 0
         waits = 0
         body = chunk.body
@@ -370,6 +373,7 @@ class Uploader:
                 response.content,
                 chunk.keys,
                 now=self._clock(),
+                known=known,
             )
             self.stats.statuses[str(response.status_code)] += 1
             if answer.verdict is Verdict.RATE:

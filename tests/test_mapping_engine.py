@@ -354,3 +354,42 @@ def test_texts_passed_through_or_transformed_survive_the_json_round_trip(
             assert body["note"] == wanted_note
         if extra and not all(c in UNICODE_WHITE_SPACE for c in extra):
             assert body["extra"] == extra
+
+
+_EVENT_ITEMS = {
+    "_event_id": "_event_id: {hash: [order, line]}",
+    "_user_id": "_user_id: customer",
+    "_event_type": "_event_type: {value: purchase}",
+    "_event_date": "_event_date: {column: at, type: datetime}",
+    "_event_parameters": "_event_parameters:\n        amount: {column: amount, type: float}\n"
+                         "        sku: sku",
+    "_user_data": "_user_data:\n        _first_name: note",
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.permutations(list(_EVENT_ITEMS)), st.booleans(),
+       st.lists(st.tuples(st.sampled_from([None, "S1", 'q"uote']),
+                          st.sampled_from([None, "10", "2.50"]),
+                          st.sampled_from([None, "2024-11-17T10:00:00Z"]),
+                          st.sampled_from([None, "", "x"])), min_size=1, max_size=6))
+def test_items_are_the_same_objects_whatever_the_field_order(
+    order: list[str], send_nulls: bool, rows: list[tuple[str | None, ...]]
+) -> None:
+    """A mapping whose first field is required builds items in one pass, each later member
+    bringing its own comma; any other order takes the two-pass way. Both give the members in
+    mapping order, nulls left out (or sent as null), for every row."""
+    def mapping(names: list[str]) -> str:
+        head = "defaults: {timezone: UTC}\n" + ("send_nulls: true\n" if send_nulls else "")
+        lines = "\n".join(f"      {_EVENT_ITEMS[n]}" for n in names)
+        return head + f"targets:\n  - target: events\n    fields:\n{lines}\n"
+
+    data = frame(order=[f"A{i}" for i in range(len(rows))], line=["1"] * len(rows),
+                 customer=["C1"] * len(rows), sku=[r[0] for r in rows],
+                 amount=[r[1] for r in rows], at=[r[2] for r in rows], note=[r[3] for r in rows])
+    reference = bodies(map_frame(mapping(list(_EVENT_ITEMS)), data), "events")
+    reordered = bodies(map_frame(mapping(order), data), "events")
+    assert len(reordered) == len(reference) == len(rows)
+    for got, want in zip(reordered, reference, strict=True):
+        assert got == want
+        assert list(got) == [name for name in order if name in want]

@@ -124,20 +124,27 @@ def _nested_json(expr: pl.Expr) -> pl.Expr:
     return wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
 
 
-def native_json(expr: pl.Expr, dtype: pl.DataType, *, plain: bool = False) -> pl.Expr:
-    """JSON text for a column passed through as is (``all_other_columns``), never an error."""
+def native_json(
+    expr: pl.Expr, dtype: pl.DataType, prefix: str = "", *, plain: bool = False
+) -> pl.Expr:
+    """JSON text for a column passed through as is (``all_other_columns``), never an error;
+    ``prefix`` (a member's ``"key":``) is joined in the same pass where the type allows."""
     if dtype == pl.String:
-        return json_string(blank_to_null(expr), plain=plain)
+        return json_string(blank_to_null(expr), prefix, plain=plain)
+    if dtype == pl.Date:
+        return quoted(expr.dt.strftime(DATE_OUT), prefix)
+    if isinstance(dtype, pl.Datetime):
+        return quoted(_to_utc(expr, dtype, "UTC").dt.strftime(DATETIME_OUT), prefix)
+    return prefixed(_native_json(expr, dtype), prefix)
+
+
+def _native_json(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.Boolean:
         return pl.when(expr).then(pl.lit(TRUE_TEXT)).when(~expr).then(pl.lit(FALSE_TEXT))
     if dtype.is_integer() or isinstance(dtype, pl.Decimal):
         return expr.cast(pl.String)
     if dtype.is_float():
         return pl.when(expr.is_finite()).then(expr.cast(pl.String))
-    if dtype == pl.Date:
-        return quoted(expr.dt.strftime(DATE_OUT))
-    if isinstance(dtype, pl.Datetime):
-        return quoted(_to_utc(expr, dtype, "UTC").dt.strftime(DATETIME_OUT))
     if isinstance(dtype, pl.Struct):
         return expr.struct.json_encode()
     if isinstance(dtype, pl.List | pl.Array):

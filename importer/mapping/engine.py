@@ -102,6 +102,12 @@ class _Leaf:
     index: int
     field: FieldSpec
     path: str
+    lead: str = ""  # "," when the member follows another in a flat body (see _flat_body)
+
+    @property
+    def prefix(self) -> str:
+        """What comes before the value in its member text: ``,"name":`` or ``"name":``."""
+        return self.lead + _key(self.field.name)
 
     def col(self, kind: str) -> str:
         return f"{_PREFIX}{kind}{self.index}"
@@ -248,14 +254,16 @@ class CompiledMapping:
         self._pass_through = dict(pass_through)
         self._leaves: dict[str, list[_Leaf]] = {}
         self._target_of: dict[int, str] = {}
+        self._flat = {t.target: _flat_body(t) for t in spec.targets}
         index = 0
         for target in spec.targets:
             leaves = self._leaves.setdefault(target.target, [])
-            for item in target.fields:
+            for position, item in enumerate(target.fields):
                 nested = isinstance(item, NestedSpec)
+                lead = "," if self._flat[target.target] and position and not nested else ""
                 for field in item.fields if isinstance(item, NestedSpec) else (item,):
                     path = f"{item.name}.{field.name}" if nested else item.name
-                    leaves.append(_Leaf(index, field, path))
+                    leaves.append(_Leaf(index, field, path, lead))
                     self._target_of[index] = target.target
                     index += 1
 
@@ -337,7 +345,7 @@ class CompiledMapping:
         leaves = {leaf.path: leaf for leaf in self._leaves[target.target]}
         values = {path: pl.col(leaf.col("v")) for path, leaf in leaves.items()}
         body = _body(target, values, self._pass_through[target.target], schema,
-                     self.spec.send_nulls, plain)
+                     self.spec.send_nulls, plain, flat=self._flat[target.target])
         key = pl.col(leaves[_KEY_FIELD[target.target]].col("p")).cast(pl.String)
         return [key.alias(_col("key", target.target)),
                 body.cast(pl.Binary).alias(_col("body", target.target))]
@@ -493,7 +501,7 @@ def _value(leaf: _Leaf, schema: pl.Schema, plain: frozenset[str] = frozenset()) 
     """The field as a JSON object member, ``"name":value``."""
     prepared = pl.col(leaf.col("p"))
     lookup = pl.col(leaf.col("x")) if leaf.col("x") in schema else pl.lit(None, pl.String)
-    value = typed(leaf.field, prepared, schema[leaf.col("p")], lookup, _key(leaf.field.name),
+    value = typed(leaf.field, prepared, schema[leaf.col("p")], lookup, leaf.prefix,
                   plain=_verbatim_column(leaf.field) in plain)
     if leaf.field.type not in ERROR_CODES:
         return value
@@ -509,7 +517,7 @@ def _leaf_value(leaf: _Leaf, work: pl.Schema, schema: pl.Schema) -> LeafValue:
         prepared=pl.col(leaf.col("p")),
         dtype=dtype if isinstance(dtype, pl.DataType) else dtype(),
         member=pl.col(leaf.col("v")),
-        key=_key(leaf.field.name),
+        key=leaf.prefix,
         schema=schema,
     )
 
@@ -548,6 +556,19 @@ def _error(leaf: _Leaf) -> pl.Expr:
 # ---------------------------------------------------------------- serialisation
 
 
+def _flat_body(target: TargetSpec) -> bool:
+    """Whether the target's items can be built by one concatenation.
+
+    Its first member must be in every item sent: a plain field that is required (the
+    ``_user_id``/``_event_id`` mappings usually start with). Every later member then carries
+    its own leading comma, baked into its member text, and a missing one drops out with its
+    comma; otherwise members are joined by a separator, and the braces added by a second
+    pass over the whole text (~0.1 CPU-s more per million rows).
+    """
+    first = target.fields[0] if target.fields else None
+    return isinstance(first, FieldSpec) and first.required
+
+
 def _body(
     target: TargetSpec,
     members: Mapping[str, pl.Expr],
@@ -555,20 +576,29 @@ def _body(
     schema: pl.Schema,
     send_nulls: bool,
     plain: frozenset[str] = frozenset(),
+    *,
+    flat: bool = False,
 ) -> pl.Expr:
-    """The item's JSON object from its members; members that are null are left out."""
+    """The item's JSON object from its members; members that are null are left out.
+
+    ``flat``: members after the first carry their leading comma (see :func:`_flat_body`).
+    """
     pieces: list[pl.Expr] = []
-    for item in target.fields:
+    for position, item in enumerate(target.fields):
+        lead = "," if flat and position else ""
         if isinstance(item, NestedSpec):
             inner = [_member(f.name, members[f"{item.name}.{f.name}"], send_nulls)
                      for f in item.fields]
-            pieces.append(_object_member(item.name, inner))
+            pieces.append(_object_member(item.name, inner, lead))
         else:
-            pieces.append(_member(item.name, members[item.name], send_nulls))
+            pieces.append(_member(item.name, members[item.name], send_nulls, lead))
     for column in pass_through:
-        text = native_json(pl.col(column), schema[column], plain=column in plain)
-        value = pl.concat_str([pl.lit(_key(column)), text])
-        pieces.append(_member(column, value, send_nulls))
+        lead = "," if flat else ""
+        value = native_json(pl.col(column), schema[column], lead + _key(column),
+                            plain=column in plain)
+        pieces.append(_member(column, value, send_nulls, lead))
+    if flat:
+        return pl.concat_str([pl.lit("{"), *pieces, pl.lit("}")], ignore_nulls=True)
     members_text = pl.concat_str(pieces, separator=",", ignore_nulls=True)
     return pl.concat_str([pl.lit("{"), members_text, pl.lit("}")])
 
@@ -577,14 +607,14 @@ def _key(name: str) -> str:
     return orjson.dumps(name).decode("utf-8") + ":"
 
 
-def _member(name: str, member: pl.Expr, send_nulls: bool) -> pl.Expr:
-    return member.fill_null(pl.lit(_key(name) + "null")) if send_nulls else member
+def _member(name: str, member: pl.Expr, send_nulls: bool, lead: str = "") -> pl.Expr:
+    return member.fill_null(pl.lit(lead + _key(name) + "null")) if send_nulls else member
 
 
-def _object_member(name: str, members: list[pl.Expr]) -> pl.Expr:
+def _object_member(name: str, members: list[pl.Expr], lead: str = "") -> pl.Expr:
     inner = pl.concat_str(members, separator=",", ignore_nulls=True)
     # an object whose members are all empty is left out, like any other empty value
-    return pl.when(inner != "").then(pl.concat_str([pl.lit(_key(name) + "{"), inner,
+    return pl.when(inner != "").then(pl.concat_str([pl.lit(lead + _key(name) + "{"), inner,
                                                     pl.lit("}")]))
 
 

@@ -14,6 +14,7 @@ _RJEM_MALLOC_CONF set by the user wins.
 
 from __future__ import annotations
 
+import gc
 import os
 
 
@@ -23,4 +24,6 @@ def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from importer.cli import main as cli_main
 
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 100)
     cli_main()

@@ -25,5 +25,4 @@ def main() -> None:
     from importer.cli import main as cli_main
 
     gc.freeze()
-    gc.set_threshold(100_000, 20, 100)
     cli_main()

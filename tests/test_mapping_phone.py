@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 
 import phonenumbers
 import polars as pl
@@ -179,3 +180,20 @@ def test_without_a_region_digits_alone_are_not_numbers() -> None:
 def test_nulls_and_no_region() -> None:
     values = pl.Series(["+34612345678", None, "612345678"], dtype=pl.String)
     assert phone.normalize(values, None).to_list() == ["+34612345678", None, None]
+
+
+def test_an_unreadable_number_leaves_no_reference_cycle() -> None:
+    """phonenumbers' parse keeps a traceback in a local: unbroken, that cycle kept the
+    mapping's frames (a whole batch of polars data) alive until the next collection."""
+
+
+    phone.to_e164.cache_clear()
+    gc.collect()
+    gc.disable()
+    try:
+        assert phone.to_e164("+999 1234 5678", "ES") is None  # raised inside phonenumbers
+        assert phone.to_e164("+1 abc", None) is None
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0

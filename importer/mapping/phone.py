@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import traceback
 from typing import Any, NamedTuple
 
 import phonenumbers
@@ -64,11 +65,29 @@ def to_e164(raw: str, region: str | None) -> str | None:
     """The reference: E.164 text if ``phonenumbers`` finds a valid number, else None."""
     try:
         number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
+    except phonenumbers.NumberParseException as exc:
+        _drop_tracebacks(exc)
         return None
     if not phonenumbers.is_valid_number(number):
         return None
     return str(phonenumbers.format_number(number, PhoneNumberFormat.E164))
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """phonenumbers keeps a traceback in a local of its own frame (``_, e, _ =
+    sys.exc_info()`` in ``parse``): a reference cycle that also holds every frame above it —
+    the mapping's, with this batch's polars frames (tens of MB). Left to the garbage
+    collector, they outlived the batch. Clearing the finished frames' locals breaks it."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # skips frames still running (ours)
+        current.__traceback__ = None
+        todo += [current.__context__, current.__cause__]
 
 
 def normalize(values: pl.Series, region: str | None) -> pl.Series:

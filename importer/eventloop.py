@@ -4,10 +4,10 @@ A run held to the rate limit sends a request every few milliseconds and gets eac
 at its own moment: left alone, the event loop sleeps and wakes ~120 times a second, and each
 wake-up of an idle process costs more CPU (cold caches, a context switch) than the few
 microseconds of work it finds. While the pacer is spacing requests out — and only then —
-the loop's selector lets a few milliseconds pass between two waits, so answers that arrive
-close together are handled in one wake-up. Nothing waits longer than that interval more
-than it would have anyway: a paced request starts up to a few milliseconds late (the
-pacer's schedule catches up), an answer is read up to a few milliseconds late.
+the loop's selector lets up to one pacing beat pass between two waits, so the answers that
+came in meanwhile are handled in one wake-up. Timers are never held back (a wait ends at the
+next timer), so requests still leave on their beat; an answer is read up to a beat late,
+which at these rates only means a few more requests in flight.
 
 Unpaced runs (no rate-limit headers, or a budget the run cannot exhaust) are not slowed at
 all: the interval is zero unless the pacer says it is spacing requests.
@@ -20,8 +20,14 @@ import selectors
 import time
 from typing import Any
 
-#: Wake-ups of a paced run are at least this far apart, in seconds.
-PACED_INTERVAL = 0.01
+#: Wake-ups of a paced run are at least this far apart, in seconds: the pacer's beat
+#: (``upload.PACING_BEAT``), so a paced run wakes about once a beat to send that beat's
+#: requests and read the answers that came in since. Measured on the rate-limited 1M-row
+#: run: 10 ms → 2.6 CPU-s on the event loop, 25 ms → 2.0, 50 ms → 1.8, wall time unchanged.
+PACED_INTERVAL = 0.05
+#: The pacer asks for gathering when its requests are at least this far apart, in seconds
+#: (at 200 requests/s or more, waiting out intervals could cost throughput).
+PACED_SPACING = 0.005
 
 _gather = 0.0  # the interval in force (0: none); set by the pacer through paced()
 

@@ -146,7 +146,7 @@ class RatePacer:
         spacing = max(self._reset - start, 0.0) / self._remaining
         self._next_slot = slot + spacing
         # Requests this far apart leave on the beat anyway: the loop may gather its wake-ups.
-        eventloop.paced(spacing >= eventloop.PACED_INTERVAL / 2)
+        eventloop.paced(spacing >= eventloop.PACED_SPACING)
         self._remaining -= 1  # spent locally now; the server's count catches up later
         return start
 

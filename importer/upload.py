@@ -240,6 +240,59 @@ class AdaptiveLimit:
                 waiter.set_result(None)
 
 
+class _Handoff:
+    """Chunks from the producer to the workers, topped up in bulk.
+
+    The producer waits while ``high`` chunks are queued and is woken once the workers have
+    taken the backlog down to ``low``: one producer turn per ``high - low`` chunks. (An
+    ``asyncio.Queue`` that is always full woke it for every chunk taken: a turn of the event
+    loop per request.) ``close`` lets the workers finish what is queued, then stop.
+    """
+
+    def __init__(self, *, high: int, low: int) -> None:
+        self._items: collections.deque[Chunk] = collections.deque()
+        self._high = high
+        self._low = low
+        self._space: asyncio.Future[None] | None = None  # the producer, waiting for room
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    async def put(self, item: Chunk) -> None:
+        if len(self._items) >= self._high:
+            self._space = asyncio.get_running_loop().create_future()
+            await self._space
+        self._items.append(item)
+        self._wake_one()
+
+    async def get(self) -> Chunk | None:
+        """The next chunk; None once closed and drained."""
+        while not self._items:
+            if self._closed:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        item = self._items.popleft()
+        space = self._space
+        if space is not None and len(self._items) <= self._low:
+            self._space = None
+            if not space.done():
+                space.set_result(None)
+        return item
+
+    def close(self) -> None:
+        self._closed = True
+        while self._waiting:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class FatalResponse(Exception):
     """Internal: a 401/404 answered a batch; carries the response."""
 
@@ -301,24 +354,20 @@ class Uploader:
 
         After a stop, every chunk that was not sent is handed to ``on_unsent``.
         """
-        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=self.limit.cap * 2)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.limit.cap)]
+        handoff = _Handoff(high=self.limit.cap * 2, low=self.limit.cap)
+        workers = [asyncio.create_task(self._worker(handoff)) for _ in range(self.limit.cap)]
         try:
             async for chunk in chunks:
                 if self.stopping:
                     self._on_unsent(chunk)
                     continue
-                await queue.put(chunk)
+                await handoff.put(chunk)
         finally:
-            for _ in workers:
-                await queue.put(None)
+            handoff.close()
             await asyncio.gather(*workers)
 
-    async def _worker(self, queue: asyncio.Queue[Chunk | None]) -> None:
-        while True:
-            chunk = await queue.get()
-            if chunk is None:
-                return
+    async def _worker(self, handoff: _Handoff) -> None:
+        while (chunk := await handoff.get()) is not None:
             if self.stopping:
                 self._on_unsent(chunk)
                 continue

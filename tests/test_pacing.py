@@ -249,3 +249,38 @@ def test_the_event_loop_is_told_when_requests_are_spaced_out() -> None:
         assert asyncio.run(go()) == [False, True, False]
     finally:
         eventloop.paced(False)
+
+
+def test_the_handoff_tops_up_in_bulk_and_drains_on_close() -> None:
+    """The producer sleeps until the workers have taken the backlog down to ``low``: a few
+    turns for many chunks, not one per chunk; after close, queued chunks are still handed
+    out, in order, then every worker gets None."""
+    from importer.upload import _Handoff
+
+    async def go() -> tuple[int, list[int], list[None]]:
+        handoff = _Handoff(high=8, low=4)
+        waits = 0
+
+        async def produce() -> None:
+            nonlocal waits
+            for i in range(40):
+                waits += len(handoff._items) >= 8  # this put will wait for room
+                await handoff.put(i)  # type: ignore[arg-type]
+            handoff.close()
+
+        got: list[int] = []
+        ends: list[None] = []
+
+        async def work() -> None:
+            while (item := await handoff.get()) is not None:
+                got.append(item)  # type: ignore[arg-type]
+                await asyncio.sleep(0)
+            ends.append(None)
+
+        await asyncio.gather(produce(), *(work() for _ in range(3)))
+        return waits, got, ends
+
+    waits, got, ends = asyncio.run(go())
+    assert sorted(got) == list(range(40)) and got == sorted(got)
+    assert ends == [None] * 3
+    assert 0 < waits <= (40 - 8) // (8 - 4) + 1

@@ -50,7 +50,6 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, TypeVar, cast
 import orjson
 import polars as pl
 import zstandard
-from charset_normalizer import from_bytes
 
 from importer.exceptions import InputError
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
@@ -389,6 +388,8 @@ def detect_encoding(sample: bytes, complete: bool) -> str:
     sample = sample.removeprefix(codecs.BOM_UTF8)
     if _mostly_utf8(sample if complete else sample[: len(sample) - 3]):
         return "utf-8"
+    from charset_normalizer import from_bytes  # only for text that is not UTF-8 (start-up cost)
+
     matches = from_bytes(sample)
     best = matches.best()
     if best is None:

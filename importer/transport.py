@@ -141,7 +141,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 on asyncio streams; see the module docstring."""
 
     def __init__(self, *, verify: ssl.SSLContext | bool = True) -> None:
-        self._ssl = ssl.create_default_context() if verify is True else verify
+        # The default context (loading the system's CA certificates: ~20 ms of CPU) is made
+        # on the first https connection; a loopback sandbox run never needs it.
+        self._verify = verify
+        self._ssl_context: ssl.SSLContext | None = None
         self._idle: defaultdict[Origin, list[_Connection]] = defaultdict(list)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -187,6 +190,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except _StaleConnection as exc:  # pragma: no cover - only on a reused connection
             raise httpx.RemoteProtocolError(str(exc), request=request()) from exc
 
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            verify = self._verify
+            if isinstance(verify, ssl.SSLContext):
+                self._ssl_context = verify
+            else:
+                self._ssl_context = ssl.create_default_context()
+                if not verify:  # httpx's verify=False: encrypted, certificate not checked
+                    self._ssl_context.check_hostname = False
+                    self._ssl_context.verify_mode = ssl.CERT_NONE
+        return self._ssl_context
+
     @staticmethod
     def _head(request: httpx.Request, body: bytes) -> bytes:
         lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
@@ -206,7 +221,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self, origin: Origin, request: Callable[[], httpx.Request], connect_timeout: float | None
     ) -> _Connection:
         scheme, host, port = origin
-        context = self._ssl if scheme == "https" else None
+        context = self._tls() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):

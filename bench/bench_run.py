@@ -10,7 +10,7 @@
 Each importer and client is its own process, and so is the sandbox, so CPU and RSS are the
 importer's alone. Loopback only; every child has a timeout.
 
-    python -m bench.bench_run [--rows 1000000] [--big-rows 5000000] [--skip-big]
+    python -m bench.bench_run [--rows 1000000] [--big-rows 5000000] [--skip-big] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -63,6 +63,22 @@ def rate_limited(rows: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def rate_limited_runs(rows: int, repeat: int) -> dict[str, Any]:
+    """The rate-limited run ``repeat`` times: its CPU moves ±10% between identical runs on
+    this VM (the sandbox shares the two cores), so the median run is reported in full and
+    every run's CPU, wall ratio and 429 share beside it."""
+    runs = [rate_limited(rows) for _ in range(repeat)]
+    median = sorted(runs, key=lambda r: r["cpu_us_per_row"])[len(runs) // 2]
+    return {
+        **median,
+        "runs": len(runs),
+        "cpu_us_per_row_each": [round(r["cpu_us_per_row"], 2) for r in runs],
+        "ratio_to_ideal_each": [round(r["ratio_to_ideal"], 3) for r in runs],
+        "share_429_max": max(r["share_429"] for r in runs),
+        "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
 def unthrottled(rows: int, latency: str) -> dict[str, Any]:
     data = dataset(rows)
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--only", choices=("rate", "unthrottled", "big"), default=None)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rate-limited runs; the median is reported (default 3)")
     args = parser.parse_args(argv)
     print(machine(), flush=True)
     results: dict[str, Any] = {}
     if args.only in (None, "rate"):
-        results["rate_limited"] = rate_limited(args.rows)
+        results["rate_limited"] = rate_limited_runs(args.rows, max(args.repeat, 1))
         print(json.dumps(results["rate_limited"], indent=1), flush=True)
     if args.only in (None, "unthrottled"):
         for latency in ("0", "40:60"):

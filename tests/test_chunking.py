@@ -90,3 +90,10 @@ def test_split_halves_keep_everything_in_order() -> None:
 def test_more_than_the_api_allows_is_refused() -> None:
     with pytest.raises(ValueError, match="max_items"):
         Chunker("events", max_items=101)
+
+
+def test_json_array_is_the_items_between_brackets() -> None:
+    from importer.chunking import json_array
+
+    for items in ([], [b"{}"], [b'{"a":1}', b"{}"], [b"1", b"2", b"3", b'"x"']):
+        assert json_array(items) == b"[" + b",".join(items) + b"]"

@@ -396,7 +396,9 @@ class Uploader:
     async def _send(self, chunk: Chunk) -> ChunkResult | None:
         """One chunk's attempts. None means "split it"; raises FatalResponse on 401/404."""
         pacer = self._pacer(chunk.target)
-        known = self.templates.setdefault(chunk.target, AnswerTemplates())
+        known = self.templates.get(chunk.target)
+        if known is None:
+            known = self.templates[chunk.target] = AnswerTemplates()
         attempts = 0
         waits = 0
         body = chunk.body

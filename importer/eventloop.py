@@ -20,11 +20,12 @@ import selectors
 import time
 from typing import Any
 
-#: Wake-ups of a paced run are at least this far apart, in seconds: the pacer's beat
-#: (``upload.PACING_BEAT``), so a paced run wakes about once a beat to send that beat's
-#: requests and read the answers that came in since. Measured on the rate-limited 1M-row
-#: run: 10 ms → 2.6 CPU-s on the event loop, 25 ms → 2.0, 50 ms → 1.8; a 100 ms beat took
-#: the whole run from 4.84 to 4.53 µs per row. Wall time and 429s unchanged.
+#: Wake-ups of a paced run are at least this far apart, in seconds; the pacer's beat
+#: (``upload.PACING_BEAT``) is this same interval, so a paced run wakes about once a beat
+#: to send that beat's requests and read the answers that came in since. Measured on the
+#: rate-limited 1M-row run: 10 ms → 2.6 CPU-s on the event loop, 25 ms → 2.0, 50 ms → 1.8;
+#: a 100 ms beat took the whole run from 4.84 to 4.53 µs per row. Wall time and 429s
+#: unchanged.
 PACED_INTERVAL = 0.1
 #: The pacer asks for gathering when its requests are at least this far apart, in seconds
 #: (at 200 requests/s or more, waiting out intervals could cost throughput).

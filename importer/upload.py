@@ -50,9 +50,9 @@ CATCH_UP = 0.25
 #: Paced requests leave on a shared beat of this many seconds: those whose slots fall within
 #: one beat wake together (one timer turn of the event loop instead of one each; at 100
 #: requests/s that is 10 requests per turn). The schedule itself is unchanged, so the window's
-#: budget still bounds the total; a request leaves at most one beat after its slot. The event
-#: loop gathers its wake-ups over the same beat (eventloop.PACED_INTERVAL).
-PACING_BEAT = 0.1
+#: budget still bounds the total; a request leaves at most one beat after its slot. It is the
+#: interval over which the event loop gathers its wake-ups while paced: one number for both.
+PACING_BEAT = eventloop.PACED_INTERVAL
 #: The longest single wait a rate-limit header may impose (guards against clock skew).
 MAX_RATE_WAIT = 65.0
 

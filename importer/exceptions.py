@@ -122,7 +122,8 @@ class StorageError(ImporterError):
         self.resumable = resumable
         text = f"cannot write {path}: {reason}"
         if resumable:
-            text += " — the run stopped; free space or fix the permission, then re-run with --resume"
+            text += (" — the run stopped; free space or fix the permission, then re-run with "
+                     "--resume")
         super().__init__(text)
 
 

@@ -5,16 +5,19 @@ headers; that text becomes messages, report fields and rejects cells. So every s
 (the rejects writer, the report, the CLI's error line, messages built from server bodies)
 passes its text through :func:`redact`, which removes
 
-- every token this process has used (:func:`remember` is called where credentials are put to
-  use), including a token cut short at the end of a truncated excerpt;
+- every token in use (:func:`hidden` wraps each library call that uses credentials; the CLI
+  passes the command's token explicitly), including a token cut short at the end of a
+  truncated excerpt;
 - any ``Authorization`` header value and any ``Bearer …`` credential, whoever's they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
@@ -24,7 +27,7 @@ MASK = "***"
 _MIN_TAIL = 8
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_secrets: Counter[str] = Counter()
 
 # `Authorization: Bearer x`, `"authorization": "x"`, `authorization=x` (header dumps, JSON,
 # query-string style): the whole value, up to the end of the line or the quoted string.
@@ -34,10 +37,29 @@ _AUTH_RE = re.compile(_AUTH_HEADER)
 _BEARER_RE = re.compile(_BEARER)
 
 
-def remember(*secrets: str) -> None:
-    """Register secrets (the token) to be masked from now on in this process."""
+#: Shorter strings are not real tokens (Instasent's are far longer); masking them would
+#: garble every message that happens to contain them (a test's token "t" would mask each t).
+MIN_SECRET = 8
+
+
+@contextlib.contextmanager
+def hidden(*secrets: str) -> Iterator[None]:
+    """Mask these secrets (the token) everywhere in this process while the block runs.
+
+    Counted, so runs with different tokens can overlap in one process (threads, an
+    orchestrator's worker) and each token stays masked until its last user is done.
+    """
+    kept = [s for s in secrets if len(s) >= MIN_SECRET]
     with _lock:
-        _secrets.update(s for s in secrets if s)
+        _secrets.update(kept)
+    try:
+        yield
+    finally:
+        with _lock:
+            _secrets.subtract(kept)
+            for secret in kept:
+                if _secrets.get(secret, 0) <= 0:
+                    _secrets.pop(secret, None)
 
 
 def _known() -> tuple[str, ...]:
@@ -50,7 +72,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` without tokens, ``Authorization`` values or ``Bearer`` credentials."""
     if not text:
         return text
-    known = (*_known(), *(s for s in secrets if s))
+    known = (*_known(), *(s for s in secrets if len(s) >= MIN_SECRET))
     for secret in known:
         if secret in text:
             text = text.replace(secret, MASK)

@@ -28,7 +28,7 @@ PRIVATE = 0o600
 PRIVATE_DIR = 0o700
 
 #: The errors a full disk, a quota, a file-size limit or a permission flip produce.
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.OperationalError)
+STORAGE_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.OperationalError)
 
 
 def reason(exc: BaseException) -> str:

@@ -420,14 +420,15 @@ def retry(rejects: str, mapping: str | None, include_all: bool, **kw: Any) -> No
                       read=args.options.read, output_rejects=args.options.rejects_path)
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if not plan.rows_selected:
+    if not plan.rows_selected and not plan.unreadable:
         hint = "" if include_all else " (--all also retries the permanent rejects)"
         click.echo(f"{rejects}: no rows to retry among {plan.rows_total}{hint}", err=True)
         sys.exit(0)
     if not args.quiet:
         click.echo(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} "
                    f"with {plan.mapping}", err=True)
-    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects)
+    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects,
+                                  carried_rejects=plan.unreadable)
     _import([plan.input_path], plan.mapping, dataclasses.replace(args, options=options))
 
 

@@ -43,7 +43,7 @@ from importer.mapping import (
     load_mapping,
 )
 from importer.reconcile import Reconciler
-from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
+from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 from importer.redaction import hidden, redact
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
@@ -80,6 +80,9 @@ class RunOptions:
     # enforce their per-row limits (maxLength → too_long rejects).
     specs: bool = False
     resume: ResumeMode | None = None  # what to do with an unfinished run of the same inputs
+    # Rows met before the run that could not be read (``retry`` of a damaged rejects file):
+    # they are part of the run's input, written to its rejects file as ``read`` rejects.
+    carried_rejects: tuple[Reject, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ class _Run:
         self.uploader: Uploader | None = None
         self.aborted: str | None = None
         self.failure: StorageError | None = None  # a write failed: the run stops, resumable
+        self._carried = [r for r in options.carried_rejects if not _done(earlier, r)]
+        self._carried_done = len(options.carried_rejects) - len(self._carried)
         self._done_bytes = 0
         self._phase = ""
 
@@ -231,6 +236,7 @@ class _Run:
         if first_pass:
             if not self._schema:
                 self._schema = dict(batch.frame.schema)
+            self._carry()
             try:
                 if batch.rejects or mapped.rejects:
                     self._ensure_writer()
@@ -241,6 +247,22 @@ class _Run:
                 self._storage_failed(exc)  # _stopping now: nothing more is read or sent
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
+
+    def _carry(self) -> None:
+        """Account for the carried rejects once, after the first batch set the schema
+        (or at the end of an input without batches)."""
+        if not (self._carried or self._carried_done) or self.failure is not None:
+            return
+        carried, self._carried = self._carried, []
+        done, self._carried_done = self._carried_done, 0
+        try:
+            if carried:
+                self._ensure_writer()
+            self.reconciler.on_read(SourceBatch(carried[0].source_file if carried else "",
+                                                pl.DataFrame(), tuple(carried)))
+            self.reconciler.on_skipped(done, 0)
+        except StorageError as exc:
+            self._storage_failed(exc)
 
     def _unsent(self, chunks: Iterable[Chunk]) -> None:
         for chunk in chunks:
@@ -268,6 +290,8 @@ class _Run:
             while True:
                 item = await pending
                 if item is _END:
+                    if first_pass:
+                        self._carry()
                     break
                 self._account(item, first_pass)
                 chunks = item.chunks
@@ -360,6 +384,12 @@ class _Produced:
     chunks: list[Chunk]
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
+
+
+def _done(earlier: Earlier, reject: Reject) -> bool:
+    """Finished by an earlier invocation (a resumed retry: already in its rejects file)."""
+    done = earlier.done.get(reject.source_file)
+    return done is not None and bool(done.is_in([reject.source_row]).any())
 
 
 def _by_origin(batch: SourceBatch) -> list[SourceBatch]:

@@ -21,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 from importer.cli import cli
-from importer.exceptions import StorageError
 from importer.rejects import RejectsWriter
 from importer.sandbox.server import RunningSandbox
 
@@ -175,8 +174,7 @@ def _write_rejects_under_limit(tmp_path: Path, limit: int) -> subprocess.Complet
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
-        from importer.exceptions import StorageError
-        from importer.records import Reject
+                from importer.records import Reject
         from importer.rejects import RejectsWriter
         note = "first\\nsecond " + "y" * 300 + "\\nthird"
         w = RejectsWriter({str(tmp_path / "r.csv")!r}, source_columns=["id", "note"])
@@ -204,6 +202,8 @@ def test_a_failed_write_leaves_whole_records_and_names_the_file(tmp_path: Path) 
 
 
 def test_the_writer_raises_storage_error_on_an_unwritable_path(tmp_path: Path) -> None:
+    from importer.exceptions import StorageError
+
     with pytest.raises(StorageError, match="nowhere"):
         RejectsWriter(tmp_path / "nowhere" / "r.csv", source_columns=["id"])
 

@@ -31,6 +31,7 @@ from importer.sandbox.settings import (
     DEFAULT_DATASOURCE,
     DEFAULT_PROJECT,
     DEFAULT_TOKEN,
+    MAX_DELAY_MS,
     FaultSettings,
     SandboxSettings,
 )
@@ -100,8 +101,8 @@ def _parse_latency(_ctx: click.Context, _param: click.Parameter, value: str) -> 
         a, b = int(low), int(high or low)
     except ValueError:
         raise click.BadParameter("expected A or A:B in milliseconds, e.g. 40:60") from None
-    if a < 0 or b < a:
-        raise click.BadParameter("expected 0 <= A <= B")
+    if a < 0 or b < a or b > MAX_DELAY_MS:
+        raise click.BadParameter(f"expected 0 <= A <= B <= {MAX_DELAY_MS} (10 minutes)")
     return a, b
 
 
@@ -138,7 +139,8 @@ _rate = click.FloatRange(0.0, 1.0)
               help="Share of requests processed and stored, then dropped without a response.")
 @click.option("--slow-rate", type=_rate, default=0.0,
               help="Share of requests delayed by --slow-ms.")
-@click.option("--slow-ms", type=click.IntRange(min=0), default=0)
+@click.option("--slow-ms", type=click.IntRange(0, MAX_DELAY_MS), default=0,
+              help="Delay of a slow answer, ms (at most 10 minutes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every fault draw.")
 @click.option("--require-known-user", is_flag=True,
               help="Reject events whose _user_id is not a stored contact.")

@@ -178,7 +178,8 @@ def _write_rejects_under_limit(tmp_path: Path, limit: int) -> subprocess.Complet
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
-                from importer.records import Reject
+        from importer.exceptions import StorageError
+        from importer.records import Reject
         from importer.rejects import RejectsWriter
         note = "first\\nsecond " + "y" * 300 + "\\nthird"
         w = RejectsWriter({str(tmp_path / "r.csv")!r}, source_columns=["id", "note"])

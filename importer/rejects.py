@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -91,6 +92,34 @@ def _drop_partial_line(path: Path) -> None:
         data = fh.read()
         if data and not data.endswith(b"\n"):
             fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _drop_partial_record(path: Path, chunk: int = 1 << 20) -> None:
+    """A CSV record can span lines (a quoted field with newlines), so a run killed inside
+    one can leave a file that ends with a whole *line* but half a *record*. A newline ends a
+    record only where the quotes before it are balanced (the writer doubles the quotes
+    inside a field): cut after the last such newline, so that appended records are not
+    swallowed by an open quote."""
+    end = offset = 0
+    inside = False
+    with path.open("rb+") as fh:
+        while block := fh.read(chunk):
+            if not inside and b'"' not in block:  # the common block: no quoted field at all
+                last = block.rfind(b"\n")
+                end = offset + last + 1 if last >= 0 else end
+                offset += len(block)
+                continue
+            for mark in _QUOTE_OR_NEWLINE.finditer(block):
+                if mark.group() == b'"':
+                    inside = not inside
+                elif not inside:
+                    end = offset + mark.end()
+            offset += len(block)
+        if end < offset:
+            fh.truncate(end)
+
+
+_QUOTE_OR_NEWLINE = re.compile(rb'["\n]')
 
 
 def _read_parquet_or_none(path: Path) -> pl.DataFrame | None:
@@ -165,7 +194,9 @@ class RejectsWriter:
 
     def _open(self, append: bool, meta: Mapping[str, Any] | None) -> None:
         resume = append and self.path.exists() and self.path.stat().st_size > 0
-        if resume and self.fmt != "parquet":
+        if resume and self.fmt == "csv":
+            _drop_partial_record(self.path)
+        elif resume and self.fmt == "ndjson":
             _drop_partial_line(self.path)
         self._fd = _open_private(self.path, append=append)
         self._size = os.fstat(self._fd).st_size

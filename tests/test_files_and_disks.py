@@ -295,3 +295,27 @@ def test_a_token_file_others_can_read_is_warned_about_once(
     result = CliRunner().invoke(cli, ["check", "--token-file", str(token)],
                                 env={**env, "INSTASENT_TOKEN": ""}, catch_exceptions=False)
     assert result.exit_code == 0 and "token file" not in result.stderr
+
+
+def test_a_resumed_rejects_file_drops_a_record_cut_inside_a_quoted_field(
+    tmp_path: Path,
+) -> None:
+    from importer.records import Reject
+
+    path = tmp_path / "r.csv"
+
+    def rejects(first: int) -> list[Reject]:
+        return [Reject("in.csv", i, "map", "bad", "m",
+                       values={"id": str(i), "note": 'say "hi"\nsecond line\nthird'})
+                for i in range(first, first + 3)]
+
+    with RejectsWriter(path, source_columns=["id", "note"]) as writer:
+        writer.write(rejects(1))
+    whole = path.read_bytes()
+    # A kill inside the next record's note, just after one of its newlines.
+    path.write_bytes(whole + b'4,"say ""hi""\nsecond')
+    with RejectsWriter(path, source_columns=["id", "note"], append=True) as writer:
+        writer.write(rejects(5))
+    records = _records(path)
+    assert [r["id"] for r in records] == ["1", "2", "3", "5", "6", "7"]
+    assert all(r["note"] == 'say "hi"\nsecond line\nthird' for r in records)

@@ -173,6 +173,27 @@ def test_a_full_disk_mid_run_is_one_line_then_resume_finishes_the_run(
         assert (sandbox_server.app.get_contact(f"U{i}") is None) == (i % 3 == 0)
 
 
+@pytest.mark.slow
+def test_a_journal_that_cannot_grow_is_one_line_then_resume_finishes_the_run(
+    tmp_path: Path, sandbox_server: RunningSandbox
+) -> None:
+    rows = 30_000  # no rejects: the journal is the file that hits the limit
+    data = tmp_path / "crm.csv"
+    data.write_text("customer_id,name,email\n" + "".join(f"U{i},N,u{i}@x.es\n"
+                                                    for i in range(1, rows + 1)))
+    mapping = tmp_path / "contacts.yaml"
+    mapping.write_text(MAPPING)
+    args = ["run", str(data), "--mapping", str(mapping), "--quiet", "--state-dir", "state"]
+    first = _child(args, sandbox_server, fsize=64 * 1024, cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    (line,) = first.stderr.strip().splitlines()
+    assert line.startswith("error: cannot write state/journal.sqlite: ")
+    assert line.endswith(" --resume")
+    second = _child([*args, "--resume"], sandbox_server, fsize=0, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert sandbox_server.app.stats()["contacts"] == rows
+
+
 def _write_rejects_under_limit(tmp_path: Path, limit: int) -> subprocess.CompletedProcess[str]:
     script = textwrap.dedent(f"""\
         import resource, signal, sys

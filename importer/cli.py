@@ -59,10 +59,10 @@ class _Cli(click.Group):
         try:
             return super().invoke(ctx)
         except StorageError as exc:
-            text = str(exc)
-            if exc.resumable:
-                text = (f"cannot write {exc.path}: {exc.reason} — the run stopped; free space "
-                        f"or fix the permission, then resume: {_resume_command(ctx)}")
+            text = f"cannot write {exc.path}: {exc.reason}"
+            if exc.resumable and ctx.invoked_subcommand in ("run", "retry"):
+                text += (" — the run stopped; free space or fix the permission, then resume: "
+                         f"{_resume_command(ctx)}")
             click.echo(f"error: {redact(text)}", err=True)
             ctx.exit(exc.exit_code)
         except ImporterError as exc:
@@ -493,6 +493,8 @@ def validate(
     from importer.validate import render_text, validate_files
 
     try:
+        if rejects_path:
+            check_file(rejects_path, "rejects file")
         found = None
         if use_specs:
             from importer.speccheck import load_specs

@@ -340,3 +340,15 @@ def test_a_resumed_rejects_file_drops_a_record_cut_inside_a_quoted_field(
     records = _records(path)
     assert [r["id"] for r in records] == ["1", "2", "3", "5", "6", "7"]
     assert all(r["note"] == 'say "hi"\nsecond line\nthird' for r in records)
+
+
+def test_validate_checks_its_rejects_path_first(tmp_path: Path) -> None:
+    data, mapping = _inputs(tmp_path, 6)
+    target = tmp_path / "nowhere" / "r.csv"
+    code, _, err = _invoke(["validate", str(data), "--mapping", str(mapping), "--rejects",
+                            str(target)])
+    assert code == 2, err
+    assert err.strip() == (f"error: cannot write the rejects file {target}: its directory does "
+                           "not exist — choose another path or fix the directory; nothing was "
+                           "sent")
+

@@ -63,29 +63,24 @@ def test_headers_sent_too_slowly_get_408_and_the_connection_closes(
     assert httpx.get(f"{box.root_url}/__sandbox/stats").status_code == 200
 
 
-def test_connections_over_the_cap_are_closed_at_once(
+def test_connections_over_the_cap_are_closed_and_a_prompt_client_is_still_served(
     make_sandbox: Callable[..., RunningSandbox],
 ) -> None:
     box = make_sandbox(max_connections=10, header_timeout_s=30)
-    held = [_connect(box) for _ in range(40)]
+    held = [_connect(box) for _ in range(40)]  # slow clients: not a byte sent
     try:
         closed = 0
         for sock in held:
             _, gone = _answer(sock, 0.05)
             closed += gone
-        assert 30 - 2 <= closed <= 30, closed  # about everything past the first ten
+        assert 30 - 2 <= closed <= 30, closed  # the cap holds: about 30 of 40 dropped
+        # The ten left wait for their headers; a prompt client takes the place of the one
+        # that has waited longest, instead of being locked out until they time out.
+        response = httpx.get(f"{box.root_url}/__sandbox/stats", timeout=5)
+        assert response.status_code == 200
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # descriptors freed: the server serves again
-        try:
-            if httpx.get(f"{box.root_url}/__sandbox/stats", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        pytest.fail("the sandbox did not serve again after the slow clients left")
 
 
 def test_headers_over_the_size_limit_are_refused(sandbox_server: RunningSandbox) -> None:

@@ -6,8 +6,9 @@ a request's headers, and accepts connections until the process runs out of descr
 below the ASGI app — the app is only called once the headers are in — so they are added to
 uvicorn's httptools protocol:
 
-- at most ``max_connections`` open at once: one more is closed as soon as it is accepted
-  (its descriptor is freed at once);
+- at most ``max_connections`` open at once: past it, the connection that has waited longest
+  for its headers is dropped to make room (a flood of slow clients cannot lock out a prompt
+  one), or the new one is closed at once when every other one is being served;
 - a request's headers must arrive within ``header_timeout_s`` of its first byte (of the
   connection, for the first request): past it the connection gets ``408`` and is closed;
 - at most :data:`MAX_HEADER_BYTES` before the headers end: past it, ``431`` and closed.
@@ -50,13 +51,27 @@ class GuardedProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._since = 0.0  # when the connection was made (loop time)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._since = self.loop.time()
         if len(self.connections) > self.limits.max_connections:
-            transport.close()  # over the cap: its descriptor is freed at once
-            return
+            # Over the cap: make room by dropping the connection that has waited longest for
+            # its headers (a slow client, not one being served); if every other connection
+            # is being served, this one is closed at once. Either way a descriptor is freed.
+            victim = self._slowest_other()
+            if victim is None:
+                transport.close()
+                return
+            victim._refuse(b"408 Request Timeout")
         self._arm()
+
+    def _slowest_other(self) -> GuardedProtocol | None:
+        waiting = [c for c in self.connections
+                   if c is not self and isinstance(c, GuardedProtocol) and c._awaiting_headers
+                   and not c.transport.is_closing()]
+        return min(waiting, key=lambda c: c._since, default=None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

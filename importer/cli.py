@@ -10,6 +10,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,17 +23,20 @@ import click
 
 from importer import __version__
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
-from importer.exceptions import ImporterError
+from importer.exceptions import ImporterError, StorageError
 from importer.pipeline import Progress, RunOptions, run_import
+from importer.redaction import hidden, redact
 from importer.report import ImportReport, render
 from importer.sandbox.settings import (
     DEFAULT_DATASOURCE,
     DEFAULT_PROJECT,
     DEFAULT_TOKEN,
+    MAX_DELAY_MS,
     FaultSettings,
     SandboxSettings,
 )
 from importer.sources import ReadOptions
+from importer.storage import check_file, reason, write_private
 from importer.upload import UploadSettings
 
 if TYPE_CHECKING:
@@ -39,14 +44,45 @@ if TYPE_CHECKING:
 
 
 class _Cli(click.Group):
-    """Turns library exceptions into a message on stderr and the documented exit code."""
+    """Turns library exceptions into one line on stderr and the documented exit code.
+
+    Every such line goes through :func:`redact` (a server's error text may echo the token).
+    A file that cannot be written mid-run (disk full, permission) is one line too, naming the
+    file and the command that resumes the run.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = list(args)  # for the --resume command a failed run prints
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ImporterError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except StorageError as exc:
+            text = f"cannot write {exc.path}: {exc.reason}"
+            if exc.resumable and ctx.invoked_subcommand in ("run", "retry"):
+                text += (" — the run stopped; free space or fix the permission, then resume: "
+                         f"{_resume_command(ctx)}")
+            click.echo(f"error: {redact(text)}", err=True)
             ctx.exit(exc.exit_code)
+        except ImporterError as exc:
+            click.echo(f"error: {redact(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:  # a file the library did not expect to fail (say, stdout)
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {redact(where + reason(exc))}", err=True)
+            ctx.exit(1)
+
+
+_ARGV = "instasent_import.argv"
+
+
+def _resume_command(ctx: click.Context) -> str:
+    """The command line that was run, with --resume (and without --restart)."""
+    args = [a for a in ctx.meta.get(_ARGV, []) if a != "--restart"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["instasent-import", *args])
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,8 +101,8 @@ def _parse_latency(_ctx: click.Context, _param: click.Parameter, value: str) -> 
         a, b = int(low), int(high or low)
     except ValueError:
         raise click.BadParameter("expected A or A:B in milliseconds, e.g. 40:60") from None
-    if a < 0 or b < a:
-        raise click.BadParameter("expected 0 <= A <= B")
+    if a < 0 or b < a or b > MAX_DELAY_MS:
+        raise click.BadParameter(f"expected 0 <= A <= B <= {MAX_DELAY_MS} (10 minutes)")
     return a, b
 
 
@@ -103,7 +139,8 @@ _rate = click.FloatRange(0.0, 1.0)
               help="Share of requests processed and stored, then dropped without a response.")
 @click.option("--slow-rate", type=_rate, default=0.0,
               help="Share of requests delayed by --slow-ms.")
-@click.option("--slow-ms", type=click.IntRange(min=0), default=0)
+@click.option("--slow-ms", type=click.IntRange(0, MAX_DELAY_MS), default=0,
+              help="Delay of a slow answer, ms (at most 10 minutes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every fault draw.")
 @click.option("--require-known-user", is_flag=True,
               help="Reject events whose _user_id is not a stored contact.")
@@ -153,6 +190,34 @@ def sandbox(
         db_path=db_path,
     )
     serve(settings, host=host, port=port)
+
+
+_warned_token_files: set[str] = set()
+
+
+def _credentials(token_file: Path | None) -> Credentials:
+    """``Credentials.resolve``, warning (once) about a token file others can read."""
+    if token_file is not None and str(token_file) not in _warned_token_files:
+        try:
+            mode = token_file.stat().st_mode
+        except OSError:
+            mode = 0  # unreadable: Credentials.resolve says so
+        if mode & 0o077:
+            _warned_token_files.add(str(token_file))
+            click.echo(
+                f"warning: the token file {token_file} can be read by others than its owner "
+                f"(mode {stat.S_IMODE(mode):04o}): whoever reads it can write to the "
+                f"datasource — chmod 600 {shlex.quote(str(token_file))}",
+                err=True,
+            )
+    return _hiding(Credentials.resolve(token_file=token_file))
+
+
+def _hiding(credentials: Credentials) -> Credentials:
+    """Mask the token from everything this command prints, its error line included."""
+    ctx = click.get_current_context().find_root()
+    ctx.with_resource(hidden(credentials.token))
+    return credentials
 
 
 class _ProgressPrinter:
@@ -295,20 +360,22 @@ def _run_args(kw: dict[str, Any]) -> _RunArgs:
 
 def _import(files: Sequence[str], mapping: str, args: _RunArgs) -> None:
     """Run the import the options describe, print the report, exit with its code."""
+    if args.report_path:
+        check_file(args.report_path, "report")  # exit 2 now rather than a lost report later
     printer = _ProgressPrinter(quiet=args.quiet)
     with contextlib.ExitStack() as stack:
         if args.use_sandbox:
             from importer.sandbox.server import running_sandbox
 
             box = stack.enter_context(running_sandbox(SandboxSettings()))
-            credentials = Credentials(box.api_url, box.settings.project,
-                                      box.settings.datasource, box.settings.token)
+            credentials = _hiding(Credentials(box.api_url, box.settings.project,
+                                              box.settings.datasource, box.settings.token))
             if not args.quiet:
                 click.echo(f"rehearsing against an in-process sandbox at {box.api_url}", err=True)
         elif args.options.dry_run and not args.options.specs:
             credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
         else:
-            credentials = Credentials.resolve(token_file=args.token_file)
+            credentials = _credentials(args.token_file)
         try:
             report = run_import(files, mapping, credentials, args.options, progress=printer)
         finally:
@@ -355,28 +422,36 @@ def retry(rejects: str, mapping: str | None, include_all: bool, **kw: Any) -> No
                       read=args.options.read, output_rejects=args.options.rejects_path)
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if not plan.rows_selected:
+    if not plan.rows_selected and not plan.unreadable:
         hint = "" if include_all else " (--all also retries the permanent rejects)"
         click.echo(f"{rejects}: no rows to retry among {plan.rows_total}{hint}", err=True)
         sys.exit(0)
     if not args.quiet:
         click.echo(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} "
                    f"with {plan.mapping}", err=True)
-    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects)
+    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects,
+                                  carried_rejects=plan.unreadable)
     _import([plan.input_path], plan.mapping, dataclasses.replace(args, options=options))
 
 
 def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
                  quiet: bool) -> None:
     data = report.to_dict()
+    failure = None
     if report_path:
-        Path(report_path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        # It names files and carries messages about rows: private, like the rejects file.
+        try:
+            write_private(report_path, (json.dumps(data, indent=2) + "\n").encode())
+        except StorageError as exc:
+            failure = exc  # still show the report on stderr, then fail
     if output == "json":
         click.echo(json.dumps(data, indent=2))
-    if not quiet or report.exit_code:
+    if not quiet or report.exit_code or failure:
         click.echo(render(report), err=True)
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {redact(warning)}", err=True)
+    if failure is not None:
+        raise failure
 
 
 @cli.command()
@@ -418,6 +493,8 @@ def validate(
     from importer.validate import render_text, validate_files
 
     try:
+        if rejects_path:
+            check_file(rejects_path, "rejects file")
         found = None
         if use_specs:
             from importer.speccheck import load_specs
@@ -598,7 +675,9 @@ def delete(
     )
 
     plan = read_ids_file_or_list(files, column, ids, _read_options(delimiter, encoding))
-    credentials = Credentials.resolve(token_file=token_file)
+    if report_path:
+        check_file(report_path, "report")
+    credentials = _credentials(token_file)
     options = DeleteOptions(
         upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
         timeout=timeout, rejects_path=rejects_path, dry_run=dry_run,
@@ -619,8 +698,8 @@ def delete(
     if dry_run:
         data["ids"] = list(plan.ids)
     if report_path:
-        Path(report_path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
+        write_private(report_path,
+                      (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
     if output == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     elif dry_run:
@@ -665,7 +744,7 @@ def _fetch_and_show(
 ) -> None:
     """``check`` and ``specs``: one read of the API, shown as a table or as JSON."""
     try:
-        result = fetch(Credentials.resolve(token_file=token_file))
+        result = fetch(_credentials(token_file))
     except ImporterError as exc:
         if output == "json":
             _json_failure(exc)

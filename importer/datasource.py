@@ -58,9 +58,11 @@ from importer.exceptions import (
 from importer.mapping.casts import as_text
 from importer.mapping.options import did_you_mean
 from importer.records import RESERVED_SOURCE_COLUMNS, SOURCE_FILE, SOURCE_ROW, Reject
+from importer.redaction import hidden, redact
 from importer.rejects import RejectsFormat, default_rejects_path, open_rejects
 from importer.report import EXIT_ABORTED, EXIT_OK, EXIT_REJECTS, EXIT_RETRYABLE
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
+from importer.storage import check_file
 from importer.upload import (
     MAX_RATE_LIMITED_WAITS,
     AdaptiveLimit,
@@ -192,12 +194,9 @@ def _retry_transport(exc: httpx.TransportError) -> bool:
     return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.ProtocolError)
 
 
-def _redact(text: str, token: str) -> str:
-    """The API's own words, minus the token should an error page ever echo it."""
-    return text.replace(token, "***") if token else text
-
-
 def _server_message(response: httpx.Response, token: str) -> str:
+    """The API's own words, minus the token should an error page echo the request headers:
+    redacted before the excerpt is cut, so a token cut in half cannot slip through."""
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -205,8 +204,15 @@ def _server_message(response: httpx.Response, token: str) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         text = str(body["message"])
     else:
-        text = response.content[:120].decode("utf-8", "replace").strip()
-    return _redact(" ".join(text.split()), token)
+        return _excerpt(response.content, 120, token)
+    return " ".join(redact(text, (token,)).split())
+
+
+def _excerpt(content: bytes, size: int, token: str) -> str:
+    """The start of a body, redacted *before* it is cut: a token cut in half is no token
+    to a later redaction."""
+    text = redact(content[:4096].decode("utf-8", "replace"), (token,))
+    return " ".join(text.split())[:size]
 
 
 def not_found_message(credentials: Credentials) -> str:
@@ -310,7 +316,7 @@ def _json_body(response: httpx.Response, path: str, creds: Credentials) -> Any:
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        shown = _redact(response.content[:60].decode("utf-8", "replace"), creds.token)
+        shown = _excerpt(response.content, 60, creds.token)
         raise UnexpectedResponse(
             f"GET {creds.base_url}{path} answered {response.status_code} with a body that is "
             f"not JSON ({shown!r}) — check that INSTASENT_API_URL ({creds.api_url}) is the "
@@ -700,7 +706,7 @@ class _Deleter:
                 await self._backoff(attempts)
                 continue
             self.limit.release("ok")
-            message = _redact(answer.message, self._client.credentials.token)
+            message = redact(answer.message, (self._client.credentials.token,))
             return await self._settle(answer.verdict, status, message, attempts)
 
     async def _settle(
@@ -861,6 +867,8 @@ async def adelete_contacts(
     timing = timing or Timing()
     started = time.monotonic()
     settings = options.upload
+    if not options.dry_run:  # failures are written at the end: check the path first
+        check_file(_rejects_target(plan, options.rejects_path), "rejects file")
     client = ApiClient(
         credentials, timeout=options.timeout,
         max_connections=max(settings.concurrency or settings.max_concurrency, 1),
@@ -885,7 +893,8 @@ async def adelete_contacts(
             stats, fatal = deleter.stats, deleter.fatal
     finally:
         await client.aclose()
-    rejects_path = _write_rejects(plan, tally.rejects, options.rejects_path, credentials)
+    with hidden(credentials.token):  # a server's message in a reject may quote the token
+        rejects_path = _write_rejects(plan, tally.rejects, options.rejects_path, credentials)
     return tally.report(stats, started, info, rejects_path,
                         aborted=str(fatal) if fatal is not None else None,
                         dry_run=options.dry_run)
@@ -998,23 +1007,32 @@ def _rerun_command(plan: DeletePlan, rejects_path: str | None) -> str | None:
 # ───────────────────────────── delete: rejects file ─────────────────────────────
 
 
+def _rejects_target(plan: DeletePlan, path: str | None) -> str:
+    if path:
+        return path
+    if plan.sources:
+        first = plan.sources[0]
+        return str(default_rejects_path(first.path, first.format))
+    return DEFAULT_IDS_REJECTS
+
+
 def _write_rejects(
     plan: DeletePlan, rejects: list[Reject], path: str | None, credentials: Credentials
 ) -> str | None:
     """The run's rejects format: the source row verbatim, then the ``_reject_*`` columns."""
     if not rejects:
         return None
+    target = _rejects_target(plan, path)
     if plan.sources:
         first = plan.sources[0]
         fmt: RejectsFormat = first.format
-        target = path or str(default_rejects_path(first.path, first.format))
         columns: list[str] = []
         for s in plan.sources:
             columns += [c for c in s.columns if c not in columns]
         delimiter = first.delimiter or ","
         rejects = _with_source_values(plan, rejects)
     else:
-        fmt, target, columns, delimiter = "csv", path or DEFAULT_IDS_REJECTS, [IDS_COLUMN], ","
+        fmt, columns, delimiter = "csv", [IDS_COLUMN], ","
     meta = {
         "command": "delete",
         "column": plan.column,

@@ -4,10 +4,13 @@
     ├── UsageError (2)             stop before any network call: fix the input and re-run
     │   ├── ConfigError            credentials, options, environment
     │   ├── InputError             a file is unreadable, unsupported or has a broken header
+    │   ├── OutputPathError        a file or directory the run must write is not writable
     │   └── MappingError           the mapping YAML is invalid (carries every problem)
     ├── FatalApiError (1)          the API refused the run as a whole; resumable after the fix
     │   ├── AuthError              401: token missing, malformed or revoked
     │   └── NotFoundError          404: unknown project/datasource, or token not allowed there
+    ├── StorageError (1)           writing a file failed mid-run (disk full, permissions):
+    │                              the run stopped, resumable with ``--resume`` after the fix
     └── InternalError (1)          a bug, e.g. the accounting invariant does not hold
 
 Bad *rows* are never exceptions: they flow as :class:`importer.records.Reject` records.
@@ -47,6 +50,17 @@ class InputError(UsageError):
         if remedy:
             text += f" — {remedy}"
         super().__init__(text)
+
+
+class OutputPathError(UsageError):
+    """A file or directory the run would write cannot be written; checked before sending."""
+
+    def __init__(self, path: str, what: str, problem: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot write the {what} {path}: {problem} — choose another path or fix the "
+            "directory; nothing was sent"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +104,27 @@ class AuthError(FatalApiError):
 
 class NotFoundError(FatalApiError):
     """404: the project or datasource id is wrong, or the token is not allowed on it."""
+
+
+class StorageError(ImporterError):
+    """Writing a file failed while the run was under way (disk full, permission changed).
+
+    The run stops at once; what was acknowledged is in the journal, so ``--resume`` continues
+    it once the disk or the permission is fixed. ``resumable`` is False for a write after the
+    run (the report), where there is nothing left to resume.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: str, reason: str, *, resumable: bool = True) -> None:
+        self.path = path
+        self.reason = reason
+        self.resumable = resumable
+        text = f"cannot write {path}: {reason}"
+        if resumable:
+            text += (" — the run stopped; free space or fix the permission, then re-run with "
+                     "--resume")
+        super().__init__(text)
 
 
 class InternalError(ImporterError):

@@ -12,11 +12,13 @@ event loop keeps posting while the next rows are prepared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import itertools
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.datasource import fetch_stream
-from importer.exceptions import MappingProblem
+from importer.exceptions import MappingProblem, OutputPathError, StorageError
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
     CompiledMapping,
@@ -41,12 +43,21 @@ from importer.mapping import (
     load_mapping,
 )
 from importer.reconcile import Reconciler
-from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
+from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
+from importer.redaction import hidden, redact
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
+from importer.storage import (
+    STORAGE_ERRORS,
+    check_dir,
+    check_file,
+    open_private,
+    reason,
+    storage_error,
+)
 from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
 
 
@@ -69,6 +80,9 @@ class RunOptions:
     # enforce their per-row limits (maxLength → too_long rejects).
     specs: bool = False
     resume: ResumeMode | None = None  # what to do with an unfinished run of the same inputs
+    # Rows met before the run that could not be read (``retry`` of a damaged rejects file):
+    # they are part of the run's input, written to its rejects file as ``read`` rejects.
+    carried_rejects: tuple[Reject, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +160,9 @@ class _Run:
         )
         self.uploader: Uploader | None = None
         self.aborted: str | None = None
+        self.failure: StorageError | None = None  # a write failed: the run stops, resumable
+        self._carried = [r for r in options.carried_rejects if not _done(earlier, r)]
+        self._carried_done = len(options.carried_rejects) - len(self._carried)
         self._done_bytes = 0
         self._phase = ""
 
@@ -219,13 +236,33 @@ class _Run:
         if first_pass:
             if not self._schema:
                 self._schema = dict(batch.frame.schema)
-            if batch.rejects or mapped.rejects:
-                self._ensure_writer()
-            self.reconciler.on_read(batch)
-            self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
-            self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
+            self._carry()
+            try:
+                if batch.rejects or mapped.rejects:
+                    self._ensure_writer()
+                self.reconciler.on_read(batch)
+                self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
+                self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
+            except StorageError as exc:
+                self._storage_failed(exc)  # _stopping now: nothing more is read or sent
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
+
+    def _carry(self) -> None:
+        """Account for the carried rejects once, after the first batch set the schema
+        (or at the end of an input without batches)."""
+        if not (self._carried or self._carried_done) or self.failure is not None:
+            return
+        carried, self._carried = self._carried, []
+        done, self._carried_done = self._carried_done, 0
+        try:
+            if carried:
+                self._ensure_writer()
+            self.reconciler.on_read(SourceBatch(carried[0].source_file if carried else "",
+                                                pl.DataFrame(), tuple(carried)))
+            self.reconciler.on_skipped(done, 0)
+        except StorageError as exc:
+            self._storage_failed(exc)
 
     def _unsent(self, chunks: Iterable[Chunk]) -> None:
         for chunk in chunks:
@@ -253,6 +290,8 @@ class _Run:
             while True:
                 item = await pending
                 if item is _END:
+                    if first_pass:
+                        self._carry()
                     break
                 self._account(item, first_pass)
                 chunks = item.chunks
@@ -291,14 +330,35 @@ class _Run:
         if result.all_accepted:
             files, rows = chunk.files, chunk.rows
         else:
-            self._ensure_writer()
             ok = [o.ok for o in result.outcomes]
             files = tuple(itertools.compress(chunk.files, ok))
             rows = tuple(itertools.compress(chunk.rows, ok))
+        # The journal first: what the API acknowledged stays acknowledged for --resume even
+        # when the rejects file cannot be written any more.
         if self.journal is not None and rows:
-            self.journal.record(self.plan.run_id, chunk.target, files, rows)
-        self.reconciler.on_result(result)
+            try:
+                self.journal.record(self.plan.run_id, chunk.target, files, rows)
+            except STORAGE_ERRORS as exc:
+                self._storage_failed(storage_error(self.journal.path, exc))
+        if self.failure is not None:
+            return  # stopping: this answer's rejected rows are redone on --resume
+        try:
+            if not result.all_accepted:
+                self._ensure_writer()
+            self.reconciler.on_result(result)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
         self._report_progress()
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """A file of the run cannot be written (disk full, permission): stop sending, as on
+        --max-rejects, and let ``arun_import`` raise it once the requests in flight are in."""
+        if self.failure is None:
+            self.failure = exc
+            self.aborted = str(exc)
+        if self.uploader is not None:
+            self.uploader.stop()
 
     def _report_progress(self) -> None:
         if self.progress is None:
@@ -324,6 +384,12 @@ class _Produced:
     chunks: list[Chunk]
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
+
+
+def _done(earlier: Earlier, reject: Reject) -> bool:
+    """Finished by an earlier invocation (a resumed retry: already in its rejects file)."""
+    done = earlier.done.get(reject.source_file)
+    return done is not None and bool(done.is_in([reject.source_row]).any())
 
 
 def _by_origin(batch: SourceBatch) -> list[SourceBatch]:
@@ -362,17 +428,38 @@ async def arun_import(
 ) -> ImportReport:
     """Import ``inputs`` with ``mapping``; returns the report (see ``ImportReport.exit_code``).
 
-    Raises UsageError (nothing sent) for unusable inputs or mapping, and FatalApiError when
-    the credential check fails (nothing sent). A 401/404 *during* the run does not raise: the
-    report says ``aborted`` and counts the rows never sent as ``not_attempted``.
+    Raises UsageError (nothing sent) for unusable inputs, mapping or output paths,
+    FatalApiError when the credential check fails (nothing sent), and StorageError when a
+    file of the run cannot be written mid-run (resumable). A 401/404 *during* the run does
+    not raise: the report says ``aborted`` and counts the rows never sent as
+    ``not_attempted``.
     """
+    # The token is masked from every message, report field and rejects cell of the run.
+    with hidden(credentials.token):
+        report = await _arun_import(inputs, mapping, credentials, options, progress=progress,
+                                    transport=transport)
+        if report.aborted:
+            report = dataclasses.replace(report, aborted=redact(report.aborted))
+        return report
+
+
+async def _arun_import(
+    inputs: Sequence[str],
+    mapping: str | Path,
+    credentials: Credentials,
+    options: RunOptions,
+    *,
+    progress: ProgressCallback | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> ImportReport:
     plan = plan_import(inputs, mapping, options.read)
     started = time.monotonic()
     journal = None
     earlier = Earlier()
     spec_warnings: tuple[MappingProblem, ...] = ()
+    _check_outputs(plan, options)
     if not options.dry_run:
-        journal = Journal(
+        journal = _open_journal(
             options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
         )
     client = ApiClient(
@@ -396,16 +483,31 @@ async def arun_import(
                               options.resume)
         run = _Run(plan, options, progress, earlier, journal)
         try:
+            if run.rejects_path != _rejects_path(plan, options):  # a resumed run's own file
+                _check_rejects(run.rejects_path, journal, plan.run_id)
             stats = await _send_all(run, client, options)
-        finally:
             run.close()
+        except STORAGE_ERRORS as exc:
+            raise _storage_failure(exc, journal) from None
+        finally:
+            with contextlib.suppress(StorageError):  # already failing: keep the first error
+                run.close()
+        if run.failure is not None:
+            raise run.failure
         tally = run.reconciler.finish()
         if journal is not None:
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
+    except StorageError:
+        _abort_journal(journal, plan.run_id)
+        raise
+    except STORAGE_ERRORS as exc:
+        _abort_journal(journal, plan.run_id)
+        raise _storage_failure(exc, journal) from None
     finally:
         await client.aclose()
         if journal is not None:
-            journal.close()
+            with contextlib.suppress(*STORAGE_ERRORS):
+                journal.close()
     return ImportReport(
         rows_read=tally.rows_read,
         accepted=tally.accepted,
@@ -443,6 +545,48 @@ async def arun_import(
     )
 
 
+def _check_outputs(plan: Plan, options: RunOptions) -> None:
+    """Every file the run will write can be written: exit 2 before anything is sent."""
+    check_file(_rejects_path(plan, options), "rejects file")
+    if options.dry_run_output:
+        check_file(options.dry_run_output, "--dry-run-output file")
+
+
+def _check_rejects(path: str, journal: Journal | None, run_id: str) -> None:
+    try:
+        check_file(path, "rejects file")
+    except OutputPathError:
+        if journal is not None:  # started by prepare(): still resumable once the path is fixed
+            journal.finish(run_id, "aborted")
+        raise
+
+
+def _open_journal(state_dir: str) -> Journal:
+    check_dir(state_dir, "state directory")
+    try:
+        return Journal(state_dir)
+    except STORAGE_ERRORS as exc:
+        raise OutputPathError(
+            str(Path(state_dir) / "journal.sqlite"), "journal", reason(exc)
+        ) from None
+
+
+def _abort_journal(journal: Journal | None, run_id: str) -> None:
+    """Best effort (the disk may be full): a record left "running" resumes as well."""
+    if journal is not None:
+        with contextlib.suppress(*STORAGE_ERRORS):
+            journal.finish(run_id, "aborted")
+
+
+def _storage_failure(exc: BaseException, journal: Journal | None) -> StorageError:
+    """An OSError or SQLite error that escaped a writer: name the file it was about."""
+    if isinstance(exc, OSError) and exc.filename:
+        return storage_error(exc.filename, exc)
+    if isinstance(exc, sqlite3.Error) and journal is not None:
+        return storage_error(journal.path, exc)
+    return storage_error("a file of the run", exc)
+
+
 def _rejects_path(plan: Plan, options: RunOptions) -> str:
     """``--rejects``, else beside the first input."""
     first = plan.sources[0]
@@ -477,23 +621,36 @@ async def _send_all(run: _Run, client: ApiClient, options: RunOptions) -> Upload
 
 
 async def _dry_run(run: _Run, options: RunOptions) -> UploadStats:
-    out = open(options.dry_run_output, "wb") if options.dry_run_output else None  # noqa: SIM115
+    path = options.dry_run_output
+    # The payloads hold personal data: created 0600 like the rejects file.
+    out = os.fdopen(_private(path), "wb") if path else None
     try:
         for i, target in enumerate(run.plan.targets):
             async for chunk in run.chunks(target, first_pass=i == 0):
                 if out is not None:
-                    out.writelines(
-                        b'{"target":"%s","item":%s}\n' % (target.encode(), body)
-                        for body in chunk.bodies
-                    )
+                    try:
+                        out.writelines(
+                            b'{"target":"%s","item":%s}\n' % (target.encode(), body)
+                            for body in chunk.bodies
+                        )
+                    except OSError as exc:  # a dry run has nothing to resume
+                        raise storage_error(str(path), exc, resumable=False) from None
                 # Nothing is sent, so nothing is accepted: the rows are "not attempted"
                 # (counted once, in the first target's pass).
                 if i == 0:
                     run.reconciler.on_unsent(chunk)
     finally:
         if out is not None:
-            out.close()
+            with contextlib.suppress(OSError):
+                out.close()
     return UploadStats()
+
+
+def _private(path: str) -> int:
+    try:
+        return open_private(path)
+    except OSError as exc:
+        raise storage_error(path, exc, resumable=False) from None
 
 
 def run_import(

@@ -8,14 +8,23 @@ those, so a fixed rejects file re-imports with the same mapping.
 It holds personal data, so the file and its ``.meta.json`` sidecar are created mode 0600.
 CSV rejects are UTF-8 *with* a BOM: the rejects file's main reader is an analyst opening it in
 a spreadsheet, and Excel decodes a BOM-less CSV as the local code page, mangling "Muñoz".
+
+Records are written whole: each batch is encoded in memory and appended with ``os.write``;
+if the disk fills up (or a limit or permission stops the write) halfway, the file is cut back
+to its last complete record and a :class:`~importer.exceptions.StorageError` naming the file
+is raised — a half record (say, inside a multi-line quoted field) would make the whole file
+unreadable for ``retry``. The importer's own columns (``_reject_message`` …) go through
+:func:`importer.redaction.redact`: a server's error text may echo the request's token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 import polars as pl
 
+from importer.exceptions import StorageError
 from importer.records import (
     RAW_LINE,
     REJECT_COLUMNS,
@@ -32,6 +42,8 @@ from importer.records import (
     Reject,
     RejectFrame,
 )
+from importer.redaction import redact, redact_expr
+from importer.storage import STORAGE_ERRORS, storage_error
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -65,10 +77,13 @@ def _open_private(path: Path, *, append: bool) -> int:
 
 def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
     """Write the sidecar ``<rejects>.meta.json`` (mode 0600)."""
-    fd = _open_private(meta_path(path), append=False)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(dict(meta), fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
+    text = json.dumps(dict(meta), indent=2, sort_keys=True, default=str) + "\n"
+    try:
+        fd = _open_private(meta_path(path), append=False)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise storage_error(meta_path(path), exc) from None
 
 
 def _drop_partial_line(path: Path) -> None:
@@ -77,6 +92,34 @@ def _drop_partial_line(path: Path) -> None:
         data = fh.read()
         if data and not data.endswith(b"\n"):
             fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _drop_partial_record(path: Path, chunk: int = 1 << 20) -> None:
+    """A CSV record can span lines (a quoted field with newlines), so a run killed inside
+    one can leave a file that ends with a whole *line* but half a *record*. A newline ends a
+    record only where the quotes before it are balanced (the writer doubles the quotes
+    inside a field): cut after the last such newline, so that appended records are not
+    swallowed by an open quote."""
+    end = offset = 0
+    inside = False
+    with path.open("rb+") as fh:
+        while block := fh.read(chunk):
+            if not inside and b'"' not in block:  # the common block: no quoted field at all
+                last = block.rfind(b"\n")
+                end = offset + last + 1 if last >= 0 else end
+                offset += len(block)
+                continue
+            for mark in _QUOTE_OR_NEWLINE.finditer(block):
+                if mark.group() == b'"':
+                    inside = not inside
+                elif not inside:
+                    end = offset + mark.end()
+            offset += len(block)
+        if end < offset:
+            fh.truncate(end)
+
+
+_QUOTE_OR_NEWLINE = re.compile(rb'["\n]')
 
 
 def _read_parquet_or_none(path: Path) -> pl.DataFrame | None:
@@ -95,7 +138,7 @@ def _reject_fields(r: Reject) -> list[Any]:
         r.stage,
         r.code,
         r.field,
-        r.message,
+        redact(r.message),
         r.http_status,
         r.attempts,
         r.retryable,
@@ -143,27 +186,62 @@ class RejectsWriter:
         self._text_only = all(self._schema.get(c) == pl.String for c in self._source_columns)
         self._closed = False
         self._delimiter = delimiter
+        self._size = 0  # bytes of complete records: where a failed write is cut back to
+        try:
+            self._open(append, meta)
+        except OSError as exc:
+            raise storage_error(self.path, exc) from None
+
+    def _open(self, append: bool, meta: Mapping[str, Any] | None) -> None:
         resume = append and self.path.exists() and self.path.stat().st_size > 0
-        if resume and fmt != "parquet":
+        if resume and self.fmt == "csv":
+            _drop_partial_record(self.path)
+        elif resume and self.fmt == "ndjson":
             _drop_partial_line(self.path)
         self._fd = _open_private(self.path, append=append)
-        if fmt == "parquet":
+        self._size = os.fstat(self._fd).st_size
+        if self.fmt == "parquet":
             self._parquet: pq.ParquetWriter | None = None
             self._earlier = _read_parquet_or_none(self.path) if resume else None
-        elif fmt == "csv":
+        elif self.fmt == "csv":
+            # Rows are formatted into memory and appended whole (see the module docstring).
             # Plain "utf-8" and the BOM written by hand: the "utf-8-sig" codec's encoder is
             # Python code, called for every row, and was most of the cost of writing rejects.
-            self._text = os.fdopen(self._fd, "w", encoding="utf-8", newline="")
-            self._csv = csv.writer(self._text, delimiter=delimiter, lineterminator="\r\n")
+            self._buffer = io.StringIO()
+            self._csv = csv.writer(self._buffer, delimiter=self._delimiter, lineterminator="\r\n")
             if not resume:
-                self._text.write("\ufeff")
                 self._csv.writerow(self._columns)
-        else:
-            self._bin = os.fdopen(self._fd, "wb")
+                self._append(("\ufeff" + self._take()).encode("utf-8"))
         if meta is not None:
             write_meta(self.path, meta)
 
+    def _take(self) -> str:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+    def _append(self, data: bytes) -> None:
+        """Append whole records; on a failure, cut the file back to the last complete one."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # truncating frees space: it works on a full disk
+                os.ftruncate(self._fd, self._size)
+            raise storage_error(self.path, exc) from None
+        self._size += len(data)
+
     def write(self, rejects: Iterable[Reject] | RejectFrame) -> None:
+        try:
+            self._write(rejects)
+        except StorageError:
+            raise
+        except STORAGE_ERRORS as exc:  # the Parquet writer's own writes
+            raise storage_error(self.path, exc) from None
+
+    def _write(self, rejects: Iterable[Reject] | RejectFrame) -> None:
         if isinstance(rejects, RejectFrame):
             self._write_frame(rejects.frame)
             return
@@ -178,6 +256,7 @@ class RejectsWriter:
                 rows = ([*map(_cell, map(r.values.get, columns)),
                          *map(_cell, _reject_fields(r))] for r in batch)
                 self._csv.writerows(rows)
+                self._append(self._take().encode("utf-8"))
         elif self.fmt == "ndjson":
             out = io.BytesIO()
             for r in batch:
@@ -185,7 +264,7 @@ class RejectsWriter:
                 row.update(zip((*REJECT_COLUMNS, RAW_LINE), _reject_fields(r), strict=True))
                 out.write(orjson.dumps(row, default=str))
                 out.write(b"\n")
-            self._bin.write(out.getvalue())
+            self._append(out.getvalue())
         else:
             self._write_parquet(self._frame(batch))
         self.count += len(batch)
@@ -195,8 +274,10 @@ class RejectsWriter:
         if frame.height == 0:
             return
         if self.fmt == "ndjson" or (self.fmt == "csv" and not self._text_only):
-            self.write(list(RejectFrame(frame)))  # values as Python objects, like any reject
+            self._write(list(RejectFrame(frame)))  # values as Python objects, like any reject
             return
+        if "_reject_message" in frame.columns:
+            frame = frame.with_columns(redact_expr("_reject_message"))
         # (cast as the object path builds its frame: leniently, for inputs of mixed formats)
         aligned = frame.select(
             pl.col(c).cast(self._schema.get(c, pl.String), strict=False) if c in frame.columns
@@ -213,15 +294,14 @@ class RejectsWriter:
         # polars' CSV writer quotes as the csv module's QUOTE_MINIMAL does, and moreover
         # keeps an empty text cell ("") apart from a missing one (null: nothing between the
         # separators), as the CSV reader reads them — so a rejects file re-imports as it was.
-        self._text.write(
-            frame.write_csv(
-                include_header=False,
-                separator=self._delimiter,
-                line_terminator="\r\n",
-                quote_style="necessary",
-                null_value="",
-            )
+        text = frame.write_csv(
+            include_header=False,
+            separator=self._delimiter,
+            line_terminator="\r\n",
+            quote_style="necessary",
+            null_value="",
         )
+        self._append(text.encode("utf-8"))
 
     def _write_parquet(self, frame: pl.DataFrame) -> None:
         table = frame.to_arrow()
@@ -245,8 +325,9 @@ class RejectsWriter:
         data: dict[str, list[Any]] = {
             c: [r.values.get(c) for r in batch] for c in self._source_columns
         }
+        fields = [_reject_fields(r) for r in batch]
         for i, name in enumerate((*REJECT_COLUMNS, RAW_LINE)):
-            data[name] = [_reject_fields(r)[i] for r in batch]
+            data[name] = [f[i] for f in fields]
         schema: dict[str, Any] = {c: self._schema.get(c, pl.String) for c in self._source_columns}
         schema.update(REJECT_SCHEMA)
         return pl.DataFrame(data, schema=schema, strict=False)
@@ -255,10 +336,14 @@ class RejectsWriter:
         if self._closed:
             return
         self._closed = True
-        if self.fmt == "csv":
-            self._text.close()
-        elif self.fmt == "ndjson":
-            self._bin.close()
+        try:
+            self._close()
+        except STORAGE_ERRORS as exc:
+            raise storage_error(self.path, exc) from None
+
+    def _close(self) -> None:
+        if self.fmt != "parquet":
+            os.close(self._fd)
         else:
             if self._parquet is None:  # nothing written this time: still leave a valid file
                 self._write_parquet(self._frame([]))

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from importer.redaction import redact
+
 EXIT_OK = 0
 EXIT_ABORTED = 1
 EXIT_USAGE = 2
@@ -82,6 +84,9 @@ class ImportReport:
             exit_code=self.exit_code,
             duration_s=round(self.duration_s, 3),
         )
+        # Texts that may quote a server (an abort's reason): never with the token in them.
+        data["aborted"] = redact(self.aborted) if self.aborted else self.aborted
+        data["warnings"] = [redact(w) for w in self.warnings]
         return data
 
 
@@ -121,5 +126,5 @@ def render(report: ImportReport) -> str:
     if report.rejects_path:
         lines.append(f"rejects file: {report.rejects_path}")
     if report.aborted:
-        lines.append(f"ABORTED: {report.aborted}")
+        lines.append(f"ABORTED: {redact(report.aborted)}")
     return "\n".join(lines)

@@ -38,6 +38,9 @@ class RetryPlan:
     rows_selected: int
     output_rejects: str
     warnings: tuple[str, ...]
+    # Lines of the rejects file that cannot be read (a record cut short by a full disk or a
+    # kill): the run writes them to its rejects file as ``read`` rejects, as ``run`` would.
+    unreadable: tuple[Reject, ...] = ()
 
 
 def _recorded_mapping(rejects: str) -> tuple[str | None, str | None]:
@@ -112,14 +115,20 @@ def plan_retry(
     for batch in iter_batches(source, read):
         parts.append(batch.frame)
         unreadable += batch.rejects
-    if unreadable:
-        # Retrying would silently leave these lines behind: the user must see them first.
+    frame = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+    if unreadable and not frame.width:
+        # Not one readable row: nothing to import, and nothing to carry the lines with.
         shown = "\n".join(f"  {r.message}" for r in unreadable[:5])
         raise UsageError(
-            f"{rejects}: {len(unreadable)} line(s) cannot be read, so nothing was retried:\n"
-            f"{shown}"
+            f"{rejects}: {len(unreadable)} line(s) cannot be read and no row can, so nothing "
+            f"was retried:\n{shown}"
         )
-    frame = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+    if unreadable:
+        warnings.append(
+            f"{len(unreadable)} line(s) of {rejects} cannot be read (first: line "
+            f"{unreadable[0].source_row} of its data); they go to the new rejects file as "
+            "'read' rejects with the text of the line"
+        )
     if "_reject_retryable" not in frame.columns and not include_all and frame.height:
         warnings.append("the _reject_retryable column is gone: retrying every row")
     chosen_rows = _selected(frame, include_all) if frame.height else frame
@@ -143,5 +152,6 @@ def plan_retry(
         rows_selected=chosen_rows.height,
         output_rejects=output_rejects or next_rejects_path(rejects),
         warnings=tuple(warnings),
+        unreadable=tuple(unreadable),
     )
 

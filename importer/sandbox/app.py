@@ -64,7 +64,7 @@ from importer.sandbox.hooks import Hooks
 from importer.sandbox.ratelimit import FixedWindowLimiter
 from importer.sandbox.responses import Response, batch_response, json_response, message
 from importer.sandbox.routes import Endpoint
-from importer.sandbox.settings import FaultSettings, SandboxSettings
+from importer.sandbox.settings import MAX_DELAY_MS, FaultSettings, SandboxSettings
 from importer.sandbox.specs import ATTRIBUTE_SPECS, EVENT_PARAMETER_SPECS, EVENT_SPECS
 from importer.sandbox.stats import Stats
 from importer.sandbox.store import Record, Store, open_store
@@ -82,12 +82,19 @@ def settings_problems(settings: SandboxSettings) -> list[str]:
     """Every problem of a :class:`SandboxSettings`, each naming the value and the rule."""
     problems = fault_problems(settings.faults)
     low, high = settings.latency_ms
-    if not 0 <= low <= high:
-        problems.append(f"latency_ms={settings.latency_ms!r}: expected 0 <= A <= B")
+    if not 0 <= low <= high <= MAX_DELAY_MS:
+        problems.append(f"latency_ms={settings.latency_ms!r}: expected 0 <= A <= B <= "
+                        f"{MAX_DELAY_MS} (10 minutes)")
+    if not 1 <= settings.max_connections <= 100_000:
+        problems.append(f"max_connections={settings.max_connections!r}: expected 1 to 100000")
+    if not 0 < settings.header_timeout_s <= 600:
+        problems.append(f"header_timeout_s={settings.header_timeout_s!r}: expected seconds "
+                        "in (0, 600]")
     if settings.rate_limit is not None and settings.rate_limit < 1:
         problems.append(f"rate_limit={settings.rate_limit!r}: expected None or >= 1")
-    if settings.rate_window_s <= 0:
-        problems.append(f"rate_window_s={settings.rate_window_s!r}: expected > 0")
+    if not 0 < settings.rate_window_s <= 86_400:
+        problems.append(f"rate_window_s={settings.rate_window_s!r}: expected seconds in "
+                        "(0, 86400]")
     if settings.response_shape not in ("docs", "activepieces"):
         problems.append(f"response_shape={settings.response_shape!r}: expected "
                         "'docs' or 'activepieces'")

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from importer.sandbox.settings import FaultSettings
+from importer.sandbox.settings import MAX_DELAY_MS, FaultSettings
 
 _RATES = ("fail_rate", "drop_before_rate", "drop_after_rate", "slow_rate")
 
@@ -67,8 +67,9 @@ def fault_problems(settings: FaultSettings) -> list[str]:
     statuses = settings.fail_statuses
     if not statuses or any(not 500 <= s <= 599 for s in statuses):
         problems.append(f"fail_statuses={list(statuses)!r}: expected 5xx statuses, e.g. [500, 503]")
-    if settings.slow_ms < 0:
-        problems.append(f"slow_ms={settings.slow_ms!r}: expected milliseconds >= 0")
+    if not 0 <= settings.slow_ms <= MAX_DELAY_MS:
+        problems.append(f"slow_ms={settings.slow_ms!r}: expected milliseconds between 0 and "
+                        f"{MAX_DELAY_MS} (10 minutes)")
     return problems
 
 

@@ -8,13 +8,15 @@
   server accepts connections, and shuts it down on exit. ``run --sandbox``, ``make demo``
   and the tests use it in-process.
 
-uvicorn runs with ``http="httptools"``, no access log and level ``warning``. The background
-variant leaves the process's logging configuration alone (``log_config=None``).
+uvicorn runs its httptools protocol with the sandbox's connection limits (``guard.py``:
+connection cap, header-read timeout and size), no access log and level ``warning``. The
+background variant leaves the process's logging configuration alone (``log_config=None``).
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import shlex
 import socket
 import sys
@@ -28,6 +30,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from importer.sandbox.app import SandboxApp, create_app
+from importer.sandbox.guard import ConnectionLimits, guarded_protocol
 from importer.sandbox.settings import SandboxSettings
 
 START_TIMEOUT = 10.0  # seconds to wait for the background server to accept connections
@@ -66,10 +69,21 @@ class RunningSandbox:
         }
 
 
-def _uvicorn_config(app: SandboxApp, *, quiet_logging: bool) -> uvicorn.Config:
+def _limits(settings: SandboxSettings) -> ConnectionLimits:
+    """The settings' limits, with the connection cap kept under the descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = settings.max_connections
+    if soft != resource.RLIM_INFINITY:
+        cap = max(1, min(cap, soft - 64))  # descriptors left for the store, logs, the loop
+    return ConnectionLimits(max_connections=cap, header_timeout_s=settings.header_timeout_s)
+
+
+def _uvicorn_config(app: Any, *, quiet_logging: bool) -> uvicorn.Config:
+    settings = getattr(app, "settings", None) or SandboxSettings()
     return uvicorn.Config(
         app,
-        http="httptools",
+        http=guarded_protocol(_limits(settings)),
+        timeout_keep_alive=5,  # an idle kept-alive connection is closed after 5 s
         loop="asyncio",
         lifespan="off",
         log_level=logging.WARNING,

@@ -11,6 +11,10 @@ DEFAULT_TOKEN = "sandbox-token"
 
 ResponseShape = Literal["docs", "activepieces"]
 
+#: The longest delay a setting may ask for (latency, slow answers): ten minutes already
+#: outlasts any client timeout worth rehearsing; more only ties up the server.
+MAX_DELAY_MS = 600_000
+
 
 @dataclass(frozen=True, slots=True)
 class FaultSettings:
@@ -38,3 +42,7 @@ class SandboxSettings:
     require_known_user: bool = False
     response_shape: ResponseShape = "docs"
     db_path: str | None = None  # SQLite file; None keeps everything in memory
+    # Served over uvicorn (importer/sandbox/guard.py): connections open at once (more are
+    # closed as they arrive) and seconds a client may take to send a request's headers.
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0

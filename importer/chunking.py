@@ -3,6 +3,13 @@
 Pure: no I/O. Every request costs one unit of the rate limit whatever its size, so batches are
 full except the last one of a target (items carry over between source batches and files).
 A single item larger than ``max_bytes`` travels alone; the API is the judge of it.
+
+Rows that share an ordering key (a contact's ``_user_id``; an event's ``_user_id`` when it
+carries ``_user_data``) must reach the API in file order, so a chunk whose keys overlap an
+earlier unsettled chunk waits for it (:mod:`importer.ordering`). Exports often hold a key's
+rows next to each other (an orders export sorted by customer): a chunk never ends in the
+middle of such a run when it can end before it, or every chunk would wait for the previous
+one and the run would go one request at a time.
 """
 
 from __future__ import annotations
@@ -36,9 +43,18 @@ class Chunk:
     # The JSON array, joined once where the chunk is made (the reading thread), not in the
     # event loop; None: joined when asked.
     joined: bytes | None = None
+    # Events carrying ``_user_data``: each item's ``_user_id`` (the contact it upserts).
+    user_ids: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def order_keys(self) -> tuple[str, ...]:
+        """The keys whose rows must reach the API in file order: a contact's ``_user_id``;
+        for events, the ``_user_id`` of those that upsert a contact (none otherwise: an
+        event is stored once per ``_event_id``, whatever the order)."""
+        return self.keys if self.target == "contacts" else self.user_ids
 
     @property
     def body(self) -> bytes:
@@ -60,6 +76,20 @@ class Chunk:
             self.keys[start:stop],
             self.bodies[start:stop],
             self.frames,
+            user_ids=self.user_ids[start:stop],
+        )
+
+    def select(self, keep: Sequence[bool]) -> Chunk:
+        """The items where ``keep`` is true, in order."""
+        pick = itertools.compress
+        return Chunk(
+            self.target,
+            tuple(pick(self.files, keep)),
+            tuple(pick(self.rows, keep)),
+            tuple(pick(self.keys, keep)),
+            tuple(pick(self.bodies, keep)),
+            self.frames,
+            user_ids=tuple(pick(self.user_ids, keep)),
         )
 
 
@@ -95,8 +125,16 @@ class Chunker:
         self._rows: list[int] = []
         self._keys: list[str] = []
         self._bodies: list[bytes] = []
+        self._users: list[str] = []
         self._frames: list[pl.DataFrame] = []
         self._size = 2
+
+    @property
+    def _order(self) -> list[str] | None:
+        """The ordering keys of the chunk being filled (see :attr:`Chunk.order_keys`)."""
+        if self.target == "contacts":
+            return self._keys
+        return self._users or None
 
     def add(
         self,
@@ -105,25 +143,28 @@ class Chunker:
         keys: Sequence[str],
         bodies: Sequence[bytes],
         frame: pl.DataFrame | None = None,
+        user_ids: Sequence[str] | None = None,
     ) -> Iterator[Chunk]:
-        """Take one source batch's items; yield every chunk that fills up."""
+        """Take one source batch's items; yield every chunk that fills up.
+
+        ``user_ids``: for events that upsert a contact (``_user_data``), each one's
+        ``_user_id``; give it for every batch of a chunker or for none.
+        """
         if frame is not None and rows:
             self._frames.append(frame)
         more_of_this_frame = frame is not None
+        order = keys if self.target == "contacts" else user_ids
         lens = list(map(len, bodies))
         i, n = 0, len(bodies)
         while i < n:
             if len(self._bodies) >= self.max_items:
-                yield self._emit(keep_last_frame=more_of_this_frame)
+                yield self._emit(keep_last_frame=more_of_this_frame, next_key=order, at=i)
             # The common case: the items that complete this chunk fit its byte cap too —
             # take them as one slice rather than one by one (this loop sees every row).
             j = min(n, i + self.max_items - len(self._bodies))
             grow = sum(lens[i:j]) + (j - i) - (0 if self._bodies else 1)
             if self._size + grow <= self.max_bytes:
-                self._files.extend(itertools.repeat(source_file, j - i))
-                self._rows.extend(rows[i:j])
-                self._keys.extend(keys[i:j])
-                self._bodies.extend(bodies[i:j])
+                self._take(source_file, rows, keys, bodies, user_ids, i, j)
                 self._size += grow
                 i = j
                 continue
@@ -133,34 +174,77 @@ class Chunker:
                 if self._bodies and (
                     len(self._bodies) >= self.max_items or self._size + extra > self.max_bytes
                 ):
-                    yield self._emit(keep_last_frame=more_of_this_frame)
+                    yield self._emit(keep_last_frame=more_of_this_frame, next_key=order, at=i)
                     break  # the next chunk starts with the quick check again
-                self._files.append(source_file)
-                self._rows.append(rows[i])
-                self._keys.append(keys[i])
-                self._bodies.append(bodies[i])
+                self._take(source_file, rows, keys, bodies, user_ids, i, i + 1)
                 self._size += extra
                 i += 1
-        if len(self._bodies) >= self.max_items:
+        # A full chunk waits for the next item when rows are ordered by key: the next batch
+        # may continue its last key's run (see the module docstring).
+        if len(self._bodies) >= self.max_items and self._order is None:
             yield self._emit(keep_last_frame=False)
+
+    def _take(
+        self,
+        source_file: str,
+        rows: Sequence[int],
+        keys: Sequence[str],
+        bodies: Sequence[bytes],
+        user_ids: Sequence[str] | None,
+        i: int,
+        j: int,
+    ) -> None:
+        self._files.extend(itertools.repeat(source_file, j - i))
+        self._rows.extend(rows[i:j])
+        self._keys.extend(keys[i:j])
+        self._bodies.extend(bodies[i:j])
+        if user_ids is not None:
+            self._users.extend(user_ids[i:j])
 
     def flush(self) -> Iterator[Chunk]:
-        """The last, possibly partial, chunk."""
-        if self._bodies:
+        """The last, possibly partial, chunk (two when the last one was full)."""
+        while self._bodies:
             yield self._emit(keep_last_frame=False)
 
-    def _emit(self, *, keep_last_frame: bool) -> Chunk:
+    def _cut(self, next_key: Sequence[str] | None, at: int) -> int:
+        """Where the chunk being emitted ends: before the trailing run of rows that share
+        the next item's key, when there is one and it is not the whole chunk."""
+        order = self._order
+        n = len(self._bodies)
+        if next_key is None or order is None or not order or order[-1] != next_key[at]:
+            return n
+        key, j = order[-1], n - 1
+        while j > 0 and order[j - 1] == key:
+            j -= 1
+        return j if j > 0 else n
+
+    def _emit(
+        self,
+        *,
+        keep_last_frame: bool,
+        next_key: Sequence[str] | None = None,
+        at: int = 0,
+    ) -> Chunk:
+        cut = self._cut(next_key, at)
         chunk = Chunk(
             self.target,
-            tuple(self._files),
-            tuple(self._rows),
-            tuple(self._keys),
-            tuple(self._bodies),
+            tuple(self._files[:cut]),
+            tuple(self._rows[:cut]),
+            tuple(self._keys[:cut]),
+            tuple(self._bodies[:cut]),
             tuple(self._frames),
-            json_array(self._bodies),
+            json_array(self._bodies[:cut]),
+            tuple(self._users[:cut]),
         )
+        if cut < len(self._bodies):
+            # The run carried over may come from an older frame: keep them all (a few rows).
+            del self._files[:cut], self._rows[:cut], self._keys[:cut], self._bodies[:cut]
+            del self._users[:cut]
+            self._size = body_size(self._bodies)
+            return chunk
         # The current source frame still feeds the next chunk; older ones are done.
         self._frames = self._frames[-1:] if keep_last_frame and self._frames else []
         self._files, self._rows, self._keys, self._bodies = [], [], [], []
+        self._users = []
         self._size = 2
         return chunk

@@ -24,6 +24,7 @@ import polars as pl
 
 from importer.chunking import Chunk
 from importer.exceptions import InternalError
+from importer.ordering import HELD_BACK
 from importer.records import (
     SOURCE_FILE,
     SOURCE_ROW,
@@ -35,7 +36,8 @@ from importer.records import (
 from importer.rejects import RejectsWriter
 from importer.upload import ChunkResult
 
-_TRANSPORT_CODES = frozenset({"transport", "rate_limited"})
+# held_back: a row not sent because an earlier row of its key failed one of these
+_TRANSPORT_CODES = frozenset({"transport", "rate_limited", HELD_BACK})
 RowKey = tuple[str, int]
 
 

@@ -31,6 +31,7 @@ from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.datasource import fetch_stream
+from importer.dedupe import EventIds, Verdict, conflict_message
 from importer.exceptions import MappingProblem
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
@@ -40,8 +41,9 @@ from importer.mapping import (
     compile_mapping,
     load_mapping,
 )
-from importer.reconcile import Reconciler
-from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
+from importer.ordering import user_ids_of
+from importer.reconcile import Reconciler, values_of
+from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
@@ -148,6 +150,7 @@ class _Run:
         self.aborted: str | None = None
         self._done_bytes = 0
         self._phase = ""
+        self.event_ids = EventIds()  # the first occurrence of an _event_id is the one sent
 
     # -- rejects file: created on the first reject, so a clean run leaves none behind ---------
     def _ensure_writer(self) -> None:
@@ -189,10 +192,14 @@ class _Run:
         """Runs in a worker thread: read, map and chunk one source batch at a time."""
         target = chunker.target
         two_targets = len(self.plan.targets) > 1
+        upserts = target == "events" and _upserts_contacts(self.plan.spec)
         for source, compiled in zip(self.plan.sources, self.plan.compiled, strict=True):
             for whole in iter_batches(source, self.options.read):
                 for batch in _by_origin(whole):
-                    batch, skipped = _without(batch, self.earlier.done.get(batch.source_file))
+                    done = self.earlier.done.get(batch.source_file)
+                    if target == "events" and done is not None and len(done):
+                        self._seen_before(compiled, batch, done)
+                    batch, skipped = _without(batch, done)
                     mapped = compiled.map_batch(batch)
                     items = mapped.items[target]
                     rows, keys, bodies = items.source_rows, items.keys, items.bodies
@@ -208,14 +215,67 @@ class _Run:
                         keys = list(itertools.compress(keys, keep))
                         bodies = list(itertools.compress(bodies, keep))
                     earlier_first = before - len(rows) if first_pass else 0
-                    chunks = list(chunker.add(batch.source_file, rows, keys, bodies, batch.frame))
-                    yield _Produced(batch, mapped, chunks, skipped, earlier_first)
+                    deduped = None
+                    if target == "events":
+                        rows, keys, bodies, deduped = self._dedupe(batch, rows, keys, bodies)
+                    users = user_ids_of(bodies) if upserts else None
+                    chunks = list(
+                        chunker.add(batch.source_file, rows, keys, bodies, batch.frame, users)
+                    )
+                    yield _Produced(batch, mapped, chunks, skipped, earlier_first, deduped)
         yield _Produced(None, None, list(chunker.flush()))
+
+    def _dedupe(
+        self,
+        batch: SourceBatch,
+        rows: Sequence[int],
+        keys: Sequence[str],
+        bodies: Sequence[bytes],
+    ) -> tuple[Sequence[int], Sequence[str], Sequence[bytes], _Deduped | None]:
+        """Drop later occurrences of an ``_event_id`` (importer.dedupe)."""
+        verdict: Verdict = self.event_ids.check(batch.source_file, rows, keys, bodies)
+        if verdict.keep is None:
+            return rows, keys, bodies, None
+        keep = verdict.keep
+        conflicts = verdict.conflicts
+        values = values_of([batch.frame], [(batch.source_file, c.row) for c in conflicts])
+        rejects = tuple(
+            Reject(
+                source_file=batch.source_file,
+                source_row=c.row,
+                stage="map",
+                code="duplicate_event_id",
+                message=conflict_message(c),
+                field="_event_id",
+                values=values.get((batch.source_file, c.row), {}),
+            )
+            for c in conflicts
+        )
+        return (
+            list(itertools.compress(rows, keep)),
+            list(itertools.compress(keys, keep)),
+            list(itertools.compress(bodies, keep)),
+            _Deduped(len(verdict.identical), rejects),
+        )
+
+    def _seen_before(
+        self, compiled: CompiledMapping, batch: SourceBatch, done: pl.Series
+    ) -> None:
+        """A resumed run: the events an earlier invocation finished count as seen."""
+        frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(done.implode()))
+        if not frame.height:
+            return
+        items = compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get("events")
+        if items is not None:
+            self.event_ids.check(batch.source_file, items.source_rows, items.keys, items.bodies)
 
     def _account(self, produced: _Produced, first_pass: bool) -> None:
         batch, mapped = produced.batch, produced.mapped
         if batch is None or mapped is None:
             return
+        deduped = produced.deduped
+        if deduped is not None and deduped.rejects:
+            self._ensure_writer()
         if first_pass:
             if not self._schema:
                 self._schema = dict(batch.frame.schema)
@@ -224,6 +284,9 @@ class _Run:
             self.reconciler.on_read(batch)
             self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
             self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
+        # (a dry run's second pass sends nothing and counted its rows in the first)
+        if deduped is not None and (first_pass or not self.options.dry_run):
+            self.reconciler.on_deduped(deduped.identical, deduped.rejects)
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
 
@@ -324,6 +387,20 @@ class _Produced:
     chunks: list[Chunk]
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
+    deduped: _Deduped | None = None  # later occurrences of an _event_id, not sent
+
+
+@dataclass(frozen=True, slots=True)
+class _Deduped:
+    identical: int  # rows repeating an earlier event exactly
+    rejects: tuple[Reject, ...]  # rows reusing an earlier event's id with other content
+
+
+def _upserts_contacts(spec: MappingSpec) -> bool:
+    """Events that carry ``_user_data`` upsert a contact: they are ordered by ``_user_id``."""
+    return any(
+        f.name == "_user_data" for t in spec.targets if t.target == "events" for f in t.fields
+    )
 
 
 def _by_origin(batch: SourceBatch) -> list[SourceBatch]:
@@ -414,6 +491,7 @@ async def arun_import(
         not_attempted=tally.not_attempted,
         retryable_rejects=tally.retryable,
         duplicates=tally.duplicates,
+        duplicates_in_input=tally.duplicates_in_input,
         rejected_by_stage=dict(tally.by_stage),
         rejected_by_code=dict(tally.by_code),
         requests=stats.requests,

@@ -11,7 +11,6 @@ import csv
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -44,6 +43,9 @@ fields:
   _event_id: order_id
   _user_id: id
   _event_type: {value: purchase}
+  _event_parameters:
+    amount: {value: "9.5", type: float}
+    currency: {value: EUR}
   _user_data:
     version: version
     city: city

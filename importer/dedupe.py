@@ -25,10 +25,13 @@ with probability 2**-64 per repeated id.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
+
+from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 
 _SEED_A = 0x5EED_0001
 _SEED_B = 0x5EED_0002
@@ -135,4 +138,54 @@ def conflict_message(conflict: Conflict) -> str:
         f"_event_id {conflict.event_id!r} was already used by row {conflict.earlier_row} of "
         f"{conflict.earlier_file} with different content; that first occurrence is the one "
         "sent. Give each event its own id (e.g. hash: [order_id, line_no]) or remove this row"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Deduped:
+    """One batch's event items without the later occurrences of an id."""
+
+    rows: Sequence[int]
+    keys: Sequence[str]
+    bodies: Sequence[bytes]
+    identical: int = 0  # rows repeating an earlier event exactly: not sent
+    rejects: tuple[Reject, ...] = ()  # rows reusing an earlier event's id with other content
+
+
+def dedupe(
+    ids: EventIds,
+    batch: SourceBatch,
+    rows: Sequence[int],
+    keys: Sequence[str],
+    bodies: Sequence[bytes],
+) -> Deduped:
+    """``batch``'s event items, first occurrences only; the others counted or rejected."""
+    verdict = ids.check(batch.source_file, rows, keys, bodies)
+    if verdict.keep is None:
+        return Deduped(rows, keys, bodies)
+    keep = verdict.keep
+    wanted = [c.row for c in verdict.conflicts]
+    values: dict[int, dict[str, object]] = {}
+    if wanted:
+        hits = batch.frame.filter(pl.col(SOURCE_ROW).is_in(wanted))
+        for rec in hits.drop(SOURCE_FILE).iter_rows(named=True):
+            values[rec.pop(SOURCE_ROW)] = rec
+    rejects = tuple(
+        Reject(
+            source_file=batch.source_file,
+            source_row=c.row,
+            stage="map",
+            code="duplicate_event_id",
+            message=conflict_message(c),
+            field="_event_id",
+            values=values.get(c.row, {}),
+        )
+        for c in verdict.conflicts
+    )
+    return Deduped(
+        list(itertools.compress(rows, keep)),
+        list(itertools.compress(keys, keep)),
+        list(itertools.compress(bodies, keep)),
+        len(verdict.identical),
+        rejects,
     )

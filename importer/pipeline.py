@@ -31,7 +31,7 @@ from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.datasource import fetch_stream
-from importer.dedupe import EventIds, Verdict, conflict_message
+from importer.dedupe import Deduped, EventIds, dedupe
 from importer.exceptions import MappingProblem
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
@@ -42,8 +42,8 @@ from importer.mapping import (
     load_mapping,
 )
 from importer.ordering import user_ids_of
-from importer.reconcile import Reconciler, values_of
-from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
+from importer.reconcile import Reconciler
+from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
 from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
@@ -217,46 +217,14 @@ class _Run:
                     earlier_first = before - len(rows) if first_pass else 0
                     deduped = None
                     if target == "events":
-                        rows, keys, bodies, deduped = self._dedupe(batch, rows, keys, bodies)
+                        deduped = dedupe(self.event_ids, batch, rows, keys, bodies)
+                        rows, keys, bodies = deduped.rows, deduped.keys, deduped.bodies
                     users = user_ids_of(bodies) if upserts else None
                     chunks = list(
                         chunker.add(batch.source_file, rows, keys, bodies, batch.frame, users)
                     )
                     yield _Produced(batch, mapped, chunks, skipped, earlier_first, deduped)
         yield _Produced(None, None, list(chunker.flush()))
-
-    def _dedupe(
-        self,
-        batch: SourceBatch,
-        rows: Sequence[int],
-        keys: Sequence[str],
-        bodies: Sequence[bytes],
-    ) -> tuple[Sequence[int], Sequence[str], Sequence[bytes], _Deduped | None]:
-        """Drop later occurrences of an ``_event_id`` (importer.dedupe)."""
-        verdict: Verdict = self.event_ids.check(batch.source_file, rows, keys, bodies)
-        if verdict.keep is None:
-            return rows, keys, bodies, None
-        keep = verdict.keep
-        conflicts = verdict.conflicts
-        values = values_of([batch.frame], [(batch.source_file, c.row) for c in conflicts])
-        rejects = tuple(
-            Reject(
-                source_file=batch.source_file,
-                source_row=c.row,
-                stage="map",
-                code="duplicate_event_id",
-                message=conflict_message(c),
-                field="_event_id",
-                values=values.get((batch.source_file, c.row), {}),
-            )
-            for c in conflicts
-        )
-        return (
-            list(itertools.compress(rows, keep)),
-            list(itertools.compress(keys, keep)),
-            list(itertools.compress(bodies, keep)),
-            _Deduped(len(verdict.identical), rejects),
-        )
 
     def _seen_before(
         self, compiled: CompiledMapping, batch: SourceBatch, done: pl.Series
@@ -387,13 +355,7 @@ class _Produced:
     chunks: list[Chunk]
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
-    deduped: _Deduped | None = None  # later occurrences of an _event_id, not sent
-
-
-@dataclass(frozen=True, slots=True)
-class _Deduped:
-    identical: int  # rows repeating an earlier event exactly
-    rejects: tuple[Reject, ...]  # rows reusing an earlier event's id with other content
+    deduped: Deduped | None = None  # events: later occurrences of an _event_id, not sent
 
 
 def _upserts_contacts(spec: MappingSpec) -> bool:

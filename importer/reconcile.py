@@ -69,7 +69,7 @@ class Tally:
         )
 
 
-def values_of(
+def _values_of(
     frames: Iterable[pl.DataFrame], wanted: list[RowKey]
 ) -> dict[RowKey, dict[str, Any]]:
     """Original source columns of a few rows, looked up in the frames they came from."""
@@ -173,7 +173,7 @@ class Reconciler:
         self, chunk: Chunk, result: ChunkResult, failed: list[tuple[int, Any]]
     ) -> list[Reject]:
         keys = [(chunk.files[i], chunk.rows[i]) for i, _ in failed]
-        values = values_of(chunk.frames, keys)
+        values = _values_of(chunk.frames, keys)
         rejects = []
         for (i, outcome), key in zip(failed, keys, strict=True):
             if chunk.target != self.final_target:

@@ -12,19 +12,22 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from importer.chunking import Chunk, Chunker
 from importer.client import ItemOutcome
+from importer.config import Credentials
 from importer.ordering import HELD_BACK, KeyGate
-from importer.pipeline import Progress, RunOptions, run_import
+from importer.pipeline import Progress, RunOptions, arun_import, run_import
 from importer.report import EXIT_OK, EXIT_RETRYABLE
-from importer.sandbox.server import RunningSandbox, running_sandbox
+from importer.sandbox.app import create_app
+from importer.sandbox.server import RunningSandbox
 from importer.sandbox.settings import FaultSettings
 from importer.upload import UploadSettings
-from tests.conftest import sandbox_settings
+from tests.conftest import ASGI_API_URL, sandbox_settings
 from tests.test_run import creds, read_rejects
 
 MAPPING = """\
@@ -240,12 +243,21 @@ def test_property_the_sandbox_holds_the_file_applied_in_order(
     mapping.write_text(MAPPING)
     rng = random.Random(seed)
     low = rng.randint(0, 3)
-    settings_ = sandbox_settings(latency_ms=(low, low + rng.randint(0, 6)), seed=seed,
-                                 faults=FaultSettings(fail_rate=0.05, drop_after_rate=0.05))
+    app = create_app(sandbox_settings(
+        latency_ms=(low, low + rng.randint(0, 6)), seed=seed,
+        faults=FaultSettings(fail_rate=0.05, drop_after_rate=0.05),
+    ))
     upload = UploadSettings(concurrency=concurrency, backoff_base=0.001, backoff_cap=0.005,
                             max_attempts=20, rate_jitter=0.0)
-    with running_sandbox(settings_) as box:
-        report = run_import([str(data)], mapping, creds(box),
-                            RunOptions(upload=upload, batch_size=batch_size))
+    s = app.settings
+    credentials = Credentials(ASGI_API_URL, s.project, s.datasource, s.token)
+    try:
+        report = asyncio.run(arun_import(
+            [str(data)], mapping, credentials, RunOptions(upload=upload, batch_size=batch_size),
+            transport=httpx.ASGITransport(app=app),
+        ))
         assert report.exit_code == EXIT_OK
-        assert stale(box, rows) == []
+        want = applied_in_order(rows)
+        assert {u: app.get_contact(u) for u in want} == want
+    finally:
+        app.close()

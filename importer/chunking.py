@@ -14,6 +14,7 @@ one and the run would go one request at a time.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -106,8 +107,19 @@ def body_size(bodies: Sequence[bytes]) -> int:
     return 2 + sum(map(len, bodies)) + max(len(bodies) - 1, 0)
 
 
+_Item = tuple[str, int, str, bytes, str, "pl.DataFrame | None"]  # file, row, key, body, user, frame
+
+
 class Chunker:
-    """Accumulates items across source batches and emits full chunks as they fill."""
+    """Accumulates items across source batches and emits full chunks as they fill.
+
+    ``spread`` (chunks; 0 = off): a row whose ordering key went out in one of the last
+    ``spread`` chunks is parked and placed ``spread`` chunks after that one, with every later
+    row of its key behind it, so that by the time it is sent the earlier chunk has most likely
+    been answered and the key gate (:mod:`importer.ordering`) lets it through without a wait.
+    Rows of one key inside one chunk need no spreading: one request applies them in order.
+    A batch with no such row (the common case: unique keys) takes the fast path below.
+    """
 
     def __init__(
         self,
@@ -115,12 +127,14 @@ class Chunker:
         *,
         max_items: int = MAX_BATCH_ITEMS,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        spread: int = 0,
     ) -> None:
         if not 1 <= max_items <= MAX_BATCH_ITEMS:
             raise ValueError(f"max_items must be 1..{MAX_BATCH_ITEMS}")
         self.target: Target = target
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.spread = spread
         self._files: list[str] = []
         self._rows: list[int] = []
         self._keys: list[str] = []
@@ -128,13 +142,22 @@ class Chunker:
         self._users: list[str] = []
         self._frames: list[pl.DataFrame] = []
         self._size = 2
+        self._ordered = target == "contacts"  # events: once given user ids
+        # spreading: the chunk number each recent key last went out in; parked rows per key,
+        # and when each key's parked rows are due (chunk number, tie-break, key)
+        self._seq = 0
+        self._last: dict[str, int] = {}
+        self._parked: dict[str, list[_Item]] = {}
+        self._due: list[tuple[int, int, str]] = []
+        self._n_parked = 0
+        self.parked_max = 0  # the most rows parked at once (a figure for tests and benches)
 
     @property
     def _order(self) -> list[str] | None:
         """The ordering keys of the chunk being filled (see :attr:`Chunk.order_keys`)."""
-        if self.target == "contacts":
-            return self._keys
-        return self._users or None
+        if not self._ordered:
+            return None
+        return self._keys if self.target == "contacts" else self._users
 
     def add(
         self,
@@ -150,10 +173,15 @@ class Chunker:
         ``user_ids``: for events that upsert a contact (``_user_data``), each one's
         ``_user_id``; give it for every batch of a chunker or for none.
         """
+        if user_ids is not None:
+            self._ordered = True
+        order = keys if self.target == "contacts" else user_ids
+        if order is not None and self.spread and rows and self._needs_spreading(order):
+            yield from self._add_spread(source_file, rows, keys, bodies, frame, user_ids, order)
+            return
         if frame is not None and rows:
             self._frames.append(frame)
         more_of_this_frame = frame is not None
-        order = keys if self.target == "contacts" else user_ids
         lens = list(map(len, bodies))
         i, n = 0, len(bodies)
         while i < n:
@@ -201,8 +229,101 @@ class Chunker:
         if user_ids is not None:
             self._users.extend(user_ids[i:j])
 
+    # -- spreading rows of one key over chunks ----------------------------------------------
+    def _needs_spreading(self, order: Sequence[str]) -> bool:
+        """Whether a batch has a key repeated within itself, parked, or in a recent chunk
+        (set operations in C; the batch then goes row by row)."""
+        if self._parked:
+            return True
+        distinct = set(order)
+        if len(distinct) < len(order):
+            return True
+        return not (distinct.isdisjoint(self._last) and distinct.isdisjoint(self._order or ()))
+
+    def _add_spread(
+        self,
+        source_file: str,
+        rows: Sequence[int],
+        keys: Sequence[str],
+        bodies: Sequence[bytes],
+        frame: pl.DataFrame | None,
+        user_ids: Sequence[str] | None,
+        order: Sequence[str],
+    ) -> Iterator[Chunk]:
+        users = user_ids if user_ids is not None else itertools.repeat("")
+        items = zip(itertools.repeat(source_file), rows, keys, bodies, users,
+                    itertools.repeat(frame), strict=False)
+        released: list[_Item] = []
+        for item in items:
+            yield from self._offer(item, released)
+            while released:  # rows whose wait ended with the chunk just emitted
+                yield from self._offer(released.pop(0), released)
+
+    def _offer(self, item: _Item, released: list[_Item]) -> Iterator[Chunk]:
+        key = item[2] if self.target == "contacts" else item[4]
+        waiting = self._parked.get(key)
+        if waiting is not None:
+            waiting.append(item)  # behind the earlier rows of its key
+            self._count_parked(1, released)
+            return
+        extra = len(item[3]) + (1 if self._bodies else 0)
+        if self._bodies and (
+            len(self._bodies) >= self.max_items or self._size + extra > self.max_bytes
+        ):
+            yield self._emit(keep_last_frame=False)
+            self._release(released, due=self._seq)
+            extra = len(item[3])
+        last = self._last.get(key)
+        if last is not None and self._seq - last < self.spread:
+            self._parked[key] = [item]
+            heapq.heappush(self._due, (last + self.spread, self._n_parked, key))
+            self._count_parked(1, released)
+            return
+        self._append(item)
+        self._size += extra
+
+    def _count_parked(self, n: int, released: list[_Item]) -> None:
+        self._n_parked += n
+        self.parked_max = max(self.parked_max, self._n_parked)
+        # Bounded memory: a file that is one key over and over cannot be spread; past this
+        # many parked rows the earliest due go out now and the gate orders them.
+        if self._n_parked > self.spread * self.max_items:
+            self._release(released, due=None)
+
+    def _release(self, released: list[_Item], due: int | None) -> None:
+        """Hand back the parked rows of every key due by chunk ``due`` (None: the first)."""
+        while self._due and (due is None or self._due[0][0] <= due):
+            _, _, key = heapq.heappop(self._due)
+            rows = self._parked.pop(key)
+            self._n_parked -= len(rows)
+            released.extend(rows)
+            self._last.pop(key, None)  # placed now, whatever the distance
+            if due is None:
+                return
+
+    def _append(self, item: _Item) -> None:
+        source_file, row, key, body, user, frame = item
+        self._files.append(source_file)
+        self._rows.append(row)
+        self._keys.append(key)
+        self._bodies.append(body)
+        if self.target == "events":
+            self._users.append(user)
+        frames = self._frames
+        if frame is not None and not (frames and frames[-1] is frame) and not any(
+            f is frame for f in frames
+        ):
+            frames.append(frame)
+
     def flush(self) -> Iterator[Chunk]:
-        """The last, possibly partial, chunk (two when the last one was full)."""
+        """The last, possibly partial, chunks: parked rows go out now (the gate orders them)."""
+        released: list[_Item] = []
+        while self._due:
+            self._release(released, due=None)
+            while released:
+                item = released.pop(0)
+                self._last.pop(item[2] if self.target == "contacts" else item[4], None)
+                yield from self._offer(item, released)
         while self._bodies:
             yield self._emit(keep_last_frame=False)
 
@@ -211,7 +332,7 @@ class Chunker:
         the next item's key, when there is one and it is not the whole chunk."""
         order = self._order
         n = len(self._bodies)
-        if next_key is None or order is None or not order or order[-1] != next_key[at]:
+        if next_key is None or not order or order[-1] != next_key[at]:
             return n
         key, j = order[-1], n - 1
         while j > 0 and order[j - 1] == key:
@@ -236,6 +357,8 @@ class Chunker:
             json_array(self._bodies[:cut]),
             tuple(self._users[:cut]),
         )
+        if self.spread and self._ordered:
+            self._remember(chunk.order_keys)
         if cut < len(self._bodies):
             # The run carried over may come from an older frame: keep them all (a few rows).
             del self._files[:cut], self._rows[:cut], self._keys[:cut], self._bodies[:cut]
@@ -248,3 +371,12 @@ class Chunker:
         self._users = []
         self._size = 2
         return chunk
+
+    def _remember(self, order: tuple[str, ...]) -> None:
+        """The keys of the chunk just emitted, as last seen in it; forget keys that have
+        not been seen for ``spread`` chunks, now and then (bounded memory)."""
+        self._last.update(dict.fromkeys(order, self._seq))
+        self._seq += 1
+        if len(self._last) > 4 * self.spread * self.max_items:
+            oldest = self._seq - self.spread
+            self._last = {k: s for k, s in self._last.items() if s >= oldest}

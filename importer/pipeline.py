@@ -271,7 +271,10 @@ class _Run:
         self._phase = target
         self._done_bytes = 0
         chunker = Chunker(
-            target, max_items=self.options.batch_size, max_bytes=self.options.max_batch_bytes
+            target,
+            max_items=self.options.batch_size,
+            max_bytes=self.options.max_batch_bytes,
+            spread=_spread(self.options.upload),
         )
         produced = self._produce(chunker, first_pass)
 
@@ -356,6 +359,13 @@ class _Produced:
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
     deduped: Deduped | None = None  # events: later occurrences of an _event_id, not sent
+
+
+def _spread(upload: UploadSettings) -> int:
+    """How many chunks apart rows of one key are placed (importer.chunking): more than the
+    uploader holds at once (twice its concurrency queued, its concurrency in flight), so the
+    earlier chunk is usually answered when the later one is taken."""
+    return 3 * max(upload.concurrency or upload.max_concurrency, 1)
 
 
 def _upserts_contacts(spec: MappingSpec) -> bool:

@@ -261,3 +261,41 @@ def test_property_the_sandbox_holds_the_file_applied_in_order(
         assert {u: app.get_contact(u) for u in want} == want
     finally:
         app.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), max_size=400),
+    st.lists(st.integers(1, 60), min_size=1, max_size=10),
+    st.integers(1, 12),
+    st.integers(0, 6),
+)
+def test_property_spread_chunks_keep_every_row_once_and_each_key_in_order(
+    keys: list[int], cuts: list[int], max_items: int, spread: int
+) -> None:
+    chunker = Chunker("contacts", max_items=max_items, spread=spread)
+    out: list[Chunk] = []
+    start, c = 0, 0
+    while start < len(keys):  # source batches of varying size
+        stop = min(len(keys), start + cuts[c % len(cuts)])
+        rows = list(range(start, stop))
+        out += chunker.add("f", rows, [f"K{keys[r]}" for r in rows], [b"{}"] * len(rows))
+        start, c = stop, c + 1
+    out += chunker.flush()
+    sent = [r for chunk in out for r in chunk.rows]
+    assert sorted(sent) == list(range(len(keys)))
+    assert all(0 < len(chunk) <= max_items for chunk in out)
+    for key in set(keys):
+        assert [r for r in sent if keys[r] == key] == [i for i, k in enumerate(keys) if k == key]
+    assert all(chunk.keys == tuple(f"K{keys[r]}" for r in chunk.rows) for chunk in out)
+    assert chunker.parked_max <= max(spread * max_items + 1, 1)
+
+
+def test_spread_places_a_repeated_key_spread_chunks_after_its_last_one() -> None:
+    chunker = Chunker("contacts", max_items=2, spread=3)
+    keys = ["A", "B", "C", "A", "D", "E", "F", "G", "H", "I"]
+    out = list(chunker.add("f", range(len(keys)), keys, [b"{}"] * len(keys)))
+    out += chunker.flush()
+    # A went out in chunk 0; its second row waits until chunk 3
+    assert [c.keys for c in out] == [
+        ("A", "B"), ("C", "D"), ("E", "F"), ("G", "A"), ("H", "I")]

@@ -84,8 +84,10 @@ def stale_runs(folder: Path, n: int, runs: int) -> list[int]:
     return found
 
 
-def orders(n_rows: int, *, adjacent: bool, seed: int = 1) -> list[tuple[str, str, str, str]]:
-    customers = n_rows // 3
+def orders(
+    n_rows: int, *, adjacent: bool, seed: int = 1, per_customer: int = 3
+) -> list[tuple[str, str, str, str]]:
+    customers = n_rows // per_customer
     keys = [f"C{i % customers:06d}" for i in range(n_rows)]
     if adjacent:
         keys.sort()
@@ -111,11 +113,26 @@ def throughput(folder: Path, n_rows: int, latency: tuple[int, int]) -> None:
                   f"accepted {report.accepted}", flush=True)
 
 
+def unique(folder: Path, n_rows: int, runs: int) -> None:
+    """The hot path: unique keys (what most exports are), no latency, no rate limit."""
+    mapping = folder / "contacts.yaml"
+    mapping.write_text(CONTACTS)
+    data = folder / "unique.csv"
+    _write(data, orders(n_rows, adjacent=False, per_customer=1))
+    for _ in range(runs):
+        with running_sandbox(SandboxSettings()) as box:
+            report = run_import([str(data)], mapping, _credentials(box), RunOptions())
+        print(f"  unique keys, {n_rows:,} contacts: {report.duration_s:6.2f} s = "
+              f"{report.rows_per_s:9,.0f} rows/s, {report.requests / report.duration_s:7.1f} "
+              "req/s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-stale", action="store_true")
+    parser.add_argument("--unique", type=int, default=0, help="rows of the unique-key run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -123,6 +140,8 @@ def main() -> None:
             for n in (100, 3000):
                 print(f"stale contacts, U0..U{n - 1} twice, 40-60 ms, concurrency 32: "
                       f"{stale_runs(folder, n, args.runs)}", flush=True)
+        if args.unique:
+            unique(folder, args.unique, args.runs)
         print(f"throughput, {args.rows:,} rows, 3 lines per customer, no rate limit:")
         for latency in ((0, 0), (20, 40)):
             throughput(folder, args.rows, latency)

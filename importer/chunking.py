@@ -14,6 +14,7 @@ one and the run would go one request at a time.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from collections.abc import Iterator, Sequence
@@ -143,9 +144,12 @@ class Chunker:
         self._frames: list[pl.DataFrame] = []
         self._size = 2
         self._ordered = target == "contacts"  # events: once given user ids
-        # spreading: the chunk number each recent key last went out in; parked rows per key,
-        # and when each key's parked rows are due (chunk number, tie-break, key)
+        # spreading: the ordering keys of the last ``spread`` chunks; while batches need it
+        # (``_slow``), the chunk number each recent key last went out in; parked rows per
+        # key, and when each key's parked rows are due (chunk number, tie-break, key)
         self._seq = 0
+        self._ring: collections.deque[tuple[str, ...]] = collections.deque(maxlen=spread)
+        self._slow = False
         self._last: dict[str, int] = {}
         self._parked: dict[str, list[_Item]] = {}
         self._due: list[tuple[int, int, str]] = []
@@ -176,9 +180,20 @@ class Chunker:
         if user_ids is not None:
             self._ordered = True
         order = keys if self.target == "contacts" else user_ids
-        if order is not None and self.spread and rows and self._needs_spreading(order):
-            yield from self._add_spread(source_file, rows, keys, bodies, frame, user_ids, order)
-            return
+        if order is not None and self.spread and rows:
+            if self._needs_spreading(order):
+                if not self._slow:
+                    self._slow = True
+                    first = self._seq - len(self._ring)
+                    for seq, recent in enumerate(self._ring, first):
+                        self._last.update(dict.fromkeys(recent, seq))
+                yield from self._add_spread(
+                    source_file, rows, keys, bodies, frame, user_ids, order
+                )
+                return
+            if self._slow:
+                self._slow = False
+                self._last = {}
         if frame is not None and rows:
             self._frames.append(frame)
         more_of_this_frame = frame is not None
@@ -232,13 +247,16 @@ class Chunker:
     # -- spreading rows of one key over chunks ----------------------------------------------
     def _needs_spreading(self, order: Sequence[str]) -> bool:
         """Whether a batch has a key repeated within itself, parked, or in a recent chunk
-        (set operations in C; the batch then goes row by row)."""
+        (set operations in C, ~100 look-ups per recent chunk; the batch then goes row by
+        row)."""
         if self._parked:
             return True
+        # (the strings' hashes computed here are cached on them: the key gate, in the event
+        # loop's thread, finds them computed)
         distinct = set(order)
-        if len(distinct) < len(order):
+        if len(distinct) < len(order) or not distinct.isdisjoint(self._order or ()):
             return True
-        return not (distinct.isdisjoint(self._last) and distinct.isdisjoint(self._order or ()))
+        return not all(map(distinct.isdisjoint, self._ring))
 
     def _add_spread(
         self,
@@ -253,15 +271,21 @@ class Chunker:
         users = user_ids if user_ids is not None else itertools.repeat("")
         items = zip(itertools.repeat(source_file), rows, keys, bodies, users,
                     itertools.repeat(frame), strict=False)
-        released: list[_Item] = []
+        released: collections.deque[_Item] = collections.deque()
         for item in items:
             yield from self._offer(item, released)
             while released:  # rows whose wait ended with the chunk just emitted
-                yield from self._offer(released.pop(0), released)
+                yield from self._offer(released.popleft(), released, placed=True)
 
-    def _offer(self, item: _Item, released: list[_Item]) -> Iterator[Chunk]:
+    def _offer(
+        self, item: _Item, released: collections.deque[_Item], *, placed: bool = False
+    ) -> Iterator[Chunk]:
+        """Park ``item`` or put it in the chunk being filled. ``placed``: a parked row whose
+        wait is over goes in now, even where its key's rows fill several chunks in a row
+        (they then wait for each other at the gate; parking them again and again would cost
+        a pass over the parked rows per chunk)."""
         key = item[2] if self.target == "contacts" else item[4]
-        waiting = self._parked.get(key)
+        waiting = None if placed else self._parked.get(key)
         if waiting is not None:
             waiting.append(item)  # behind the earlier rows of its key
             self._count_parked(1, released)
@@ -273,7 +297,7 @@ class Chunker:
             yield self._emit(keep_last_frame=False)
             self._release(released, due=self._seq)
             extra = len(item[3])
-        last = self._last.get(key)
+        last = None if placed else self._last.get(key)
         if last is not None and self._seq - last < self.spread:
             self._parked[key] = [item]
             heapq.heappush(self._due, (last + self.spread, self._n_parked, key))
@@ -282,7 +306,7 @@ class Chunker:
         self._append(item)
         self._size += extra
 
-    def _count_parked(self, n: int, released: list[_Item]) -> None:
+    def _count_parked(self, n: int, released: collections.deque[_Item]) -> None:
         self._n_parked += n
         self.parked_max = max(self.parked_max, self._n_parked)
         # Bounded memory: a file that is one key over and over cannot be spread; past this
@@ -290,14 +314,13 @@ class Chunker:
         if self._n_parked > self.spread * self.max_items:
             self._release(released, due=None)
 
-    def _release(self, released: list[_Item], due: int | None) -> None:
+    def _release(self, released: collections.deque[_Item], due: int | None) -> None:
         """Hand back the parked rows of every key due by chunk ``due`` (None: the first)."""
         while self._due and (due is None or self._due[0][0] <= due):
             _, _, key = heapq.heappop(self._due)
             rows = self._parked.pop(key)
             self._n_parked -= len(rows)
             released.extend(rows)
-            self._last.pop(key, None)  # placed now, whatever the distance
             if due is None:
                 return
 
@@ -317,13 +340,11 @@ class Chunker:
 
     def flush(self) -> Iterator[Chunk]:
         """The last, possibly partial, chunks: parked rows go out now (the gate orders them)."""
-        released: list[_Item] = []
+        released: collections.deque[_Item] = collections.deque()
         while self._due:
             self._release(released, due=None)
             while released:
-                item = released.pop(0)
-                self._last.pop(item[2] if self.target == "contacts" else item[4], None)
-                yield from self._offer(item, released)
+                yield from self._offer(released.popleft(), released, placed=True)
         while self._bodies:
             yield self._emit(keep_last_frame=False)
 
@@ -373,9 +394,11 @@ class Chunker:
         return chunk
 
     def _remember(self, order: tuple[str, ...]) -> None:
-        """The keys of the chunk just emitted, as last seen in it; forget keys that have
-        not been seen for ``spread`` chunks, now and then (bounded memory)."""
-        self._last.update(dict.fromkeys(order, self._seq))
+        """The keys of the chunk just emitted; while spreading, as last seen in it, and keys
+        not seen for ``spread`` chunks are forgotten now and then (bounded memory)."""
+        self._ring.append(order)
+        if self._slow:
+            self._last.update(dict.fromkeys(order, self._seq))
         self._seq += 1
         if len(self._last) > 4 * self.spread * self.max_items:
             oldest = self._seq - self.spread

@@ -37,19 +37,28 @@ Held = Callable[[Chunk, tuple[ItemOutcome, ...]], None]
 
 
 class _Ticket:
-    __slots__ = ("done", "keys", "waits")
+    __slots__ = ("done", "settled", "waits")
 
-    def __init__(self, keys: frozenset[str], waits: list[asyncio.Future[None]]) -> None:
-        self.keys = keys
+    def __init__(self, waits: list[asyncio.Future[None]]) -> None:
         self.waits = waits
+        self.settled = False
         self.done: asyncio.Future[None] | None = None
 
 
+#: ``_last`` is swept of settled chunks' keys once it holds this many keys (bounded memory;
+#: settling a chunk then costs nothing per key).
+_SWEEP = 50_000
+
+
 class KeyGate:
-    """Orders the chunks that share a key; all of it runs on the event loop's thread."""
+    """Orders the chunks that share a key; all of it runs on the event loop's thread.
+
+    Per chunk: one set intersection and one dict update, both in C (the event loop's thread
+    is the one that posts every request).
+    """
 
     def __init__(self) -> None:
-        # key -> the latest registered chunk holding it that is not settled yet
+        # key -> the latest registered chunk holding it (settled ones are swept now and then)
         self._last: dict[str, _Ticket] = {}
         self._tickets: dict[int, _Ticket] = {}  # id(chunk) -> its ticket, until settled
         # key -> "file row N": the first row of the key that failed retryably
@@ -60,17 +69,20 @@ class KeyGate:
         order = chunk.order_keys
         if not order:
             return
-        keys = frozenset(order)
         last = self._last
         waits: list[asyncio.Future[None]] = []
-        ticket = _Ticket(keys, waits)
-        for key in keys & last.keys():
+        for key in last.keys() & order:
             earlier = last[key]
+            if earlier.settled:
+                continue
             if earlier.done is None:
                 earlier.done = asyncio.get_running_loop().create_future()
-            if not waits or waits[-1] is not earlier.done:
+            if earlier.done not in waits:
                 waits.append(earlier.done)
-        last.update(dict.fromkeys(keys, ticket))
+        ticket = _Ticket(waits)
+        if len(last) > _SWEEP:
+            self._last = last = {k: t for k, t in last.items() if not t.settled}
+        last.update(dict.fromkeys(order, ticket))
         self._tickets[id(chunk)] = ticket
 
     async def wait(self, chunk: Chunk) -> None:
@@ -88,10 +100,7 @@ class KeyGate:
         ticket = self._tickets.pop(id(chunk), None)
         if ticket is None:
             return
-        last = self._last
-        for key in ticket.keys:
-            if last.get(key) is ticket:
-                del last[key]
+        ticket.settled = True
         if ticket.done is not None and not ticket.done.done():
             ticket.done.set_result(None)
 

@@ -37,16 +37,17 @@ Held = Callable[[Chunk, tuple[ItemOutcome, ...]], None]
 
 
 class _Ticket:
-    __slots__ = ("done", "settled", "waits")
+    __slots__ = ("done", "order", "settled", "waits")
 
-    def __init__(self, waits: list[asyncio.Future[None]]) -> None:
+    def __init__(self, order: tuple[str, ...], waits: list[asyncio.Future[None]]) -> None:
+        self.order = order
         self.waits = waits
         self.settled = False
         self.done: asyncio.Future[None] | None = None
 
 
-#: ``_last`` is swept of settled chunks' keys once it holds this many keys (bounded memory;
-#: settling a chunk then costs nothing per key).
+#: ``_last`` is rebuilt from the chunks not settled yet once it holds this many keys
+#: (bounded memory; settling a chunk then costs nothing per key).
 _SWEEP = 50_000
 
 
@@ -79,9 +80,12 @@ class KeyGate:
                 earlier.done = asyncio.get_running_loop().create_future()
             if earlier.done not in waits:
                 waits.append(earlier.done)
-        ticket = _Ticket(waits)
+        ticket = _Ticket(order, waits)
         if len(last) > _SWEEP:
-            self._last = last = {k: t for k, t in last.items() if not t.settled}
+            # registration order: a later chunk's ticket overwrites an earlier one's
+            self._last = last = {}
+            for unsettled in self._tickets.values():
+                last.update(dict.fromkeys(unsettled.order, unsettled))
         last.update(dict.fromkeys(order, ticket))
         self._tickets[id(chunk)] = ticket
 

@@ -17,7 +17,9 @@ Memory: per event one row of five columns — the id's 128-bit digest (two 64-bi
 different seeds), a 64-bit digest of the payload, the file's index and the row number:
 36 bytes, 36 MB per million events, however long the ids. Per batch the work is vectorised
 (polars): a batch is checked against itself with a window, then against what was seen with
-a semi-join, which scans the seen digests once (a few ms per million seen).
+one membership test over the seen digests' first halves: linear in the events seen so far
+(~6 ns per seen event per batch of 25,000 here), so ~0.25 µs per event per million seen,
+in the reading thread.
 A 128-bit id digest makes a false match (two different ids taken for one) a ~1e-20 event at
 a billion events; the 64-bit payload digest can call two different payloads of one id equal
 with probability 2**-64 per repeated id.
@@ -96,7 +98,10 @@ class EventIds:
         )
         seen = self._seen()
         if seen is not None:
-            earlier = seen.join(batch.filter("first").select(ident), on=ident, how="semi")
+            # One pass over the seen ids' first halves (a u64 membership test: ~3x faster
+            # than a join on both halves), then the few candidates matched on both.
+            wanted = batch.filter("first")["a"].implode()
+            earlier = seen.filter(pl.col("a").is_in(wanted))
             if earlier.height:
                 batch = batch.join(
                     earlier.rename({"p": "sp", "f": "sf", "r": "sr"}),

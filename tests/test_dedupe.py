@@ -11,6 +11,9 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from importer.config import Credentials
 from importer.dedupe import EventIds
 from importer.pipeline import Progress, RunOptions, run_import
@@ -223,3 +226,42 @@ def test_max_rejects_caps_api_rejects_from_requests_in_flight(
     assert report.rejected_by_stage == {"api": 150}
     assert len(read_rejects(report.rejects_path)) == 150
     assert balanced(report)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2)), max_size=200),
+    st.lists(st.integers(1, 50), min_size=1, max_size=8),
+)
+def test_property_event_ids_agree_with_a_plain_first_occurrence_rule(
+    events: list[tuple[int, int]], cuts: list[int]
+) -> None:
+    """Batches of any size, two files: every later row is identical or a conflict with the
+    first row of its id, exactly as a dict of first occurrences says."""
+    ids = EventIds()
+    first: dict[str, tuple[str, int, bytes]] = {}
+    start, c = 0, 0
+    while start < len(events):
+        stop = min(len(events), start + cuts[c % len(cuts)])
+        name = "a.csv" if c % 2 == 0 else "b.csv"
+        rows = list(range(start + 1, stop + 1))
+        keys = [f"E{events[r - 1][0]}" for r in rows]
+        bodies = [b"%d" % events[r - 1][1] for r in rows]
+        verdict = ids.check(name, rows, keys, bodies)
+        want_keep, want_same, want_conflicts = [], [], []
+        for r, k, b in zip(rows, keys, bodies, strict=True):
+            if k not in first:
+                first[k] = (name, r, b)
+                want_keep.append(True)
+                continue
+            want_keep.append(False)
+            if first[k][2] == b:
+                want_same.append(r)
+            else:
+                want_conflicts.append((r, k, first[k][0], first[k][1]))
+        got_keep = verdict.keep if verdict.keep is not None else [True] * len(rows)
+        assert list(got_keep) == want_keep
+        assert list(verdict.identical) == want_same
+        assert [(x.row, x.event_id, x.earlier_file, x.earlier_row)
+                for x in verdict.conflicts] == want_conflicts
+        start, c = stop, c + 1

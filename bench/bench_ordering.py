@@ -105,13 +105,16 @@ def throughput(folder: Path, n_rows: int, latency: tuple[int, int]) -> None:
             data = folder / f"orders_{adjacent}.csv"
             _write(data, orders(n_rows, adjacent=adjacent))
             with running_sandbox(SandboxSettings(latency_ms=latency)) as box:
+                cpu = time.process_time()
                 report = run_import([str(data)], mapping, _credentials(box), RunOptions())
+                cpu = time.process_time() - cpu
             per_s = report.requests / report.duration_s
             where = "adjacent" if adjacent else "random  "
             print(f"  {target:<8} {where} latency {latency[0]:>2}-{latency[1]:<2} ms: "
                   f"{report.requests:>5} requests in {report.duration_s:6.2f} s = "
                   f"{per_s:7.1f} req/s, fill {report.mean_batch_fill:5.1f}, "
-                  f"accepted {report.accepted}", flush=True)
+                  f"CPU {cpu / n_rows * 1e6:.2f} µs/row, accepted {report.accepted}",
+                  flush=True)
 
 
 def unique(folder: Path, n_rows: int, runs: int) -> None:

@@ -269,32 +269,63 @@ class Chunker:
         order: Sequence[str],
     ) -> Iterator[Chunk]:
         users = user_ids if user_ids is not None else itertools.repeat("")
-        items = zip(itertools.repeat(source_file), rows, keys, bodies, users,
-                    itertools.repeat(frame), strict=False)
+        items = zip(itertools.repeat(source_file), rows, order, bodies, users,
+                    itertools.repeat(frame), keys, strict=False)
         released: collections.deque[_Item] = collections.deque()
-        for item in items:
-            yield from self._offer(item, released)
+        parked, spread = self._parked, self.spread
+        max_items, max_bytes = self.max_items, self.max_bytes
+        events = self.target == "events"
+        stale = True  # the chunk being filled changed: refresh the local names below
+        for file, row, key, body, user, _, item_key in items:
+            if stale:
+                files, rows_, keys_, bodies_, users_ = (
+                    self._files, self._rows, self._keys, self._bodies, self._users)
+                last_of, seq = self._last, self._seq
+                if frame is not None:
+                    self._add_frame(frame)
+                stale = False
+            # Most rows: the key is not waiting and not recent, and the chunk has room.
+            size = len(body) + 1
+            if key not in parked and len(bodies_) < max_items and self._size + size <= max_bytes:
+                last = last_of.get(key)
+                if last is None or seq - last >= spread:
+                    files.append(file)
+                    rows_.append(row)
+                    keys_.append(item_key)
+                    bodies_.append(body)
+                    if events:
+                        users_.append(user)
+                    self._size += size if len(bodies_) > 1 else size - 1
+                    continue
+            stale = True
+            chunk = self._offer((file, row, item_key, body, user, frame), released)
+            if chunk is not None:
+                yield chunk
             while released:  # rows whose wait ended with the chunk just emitted
-                yield from self._offer(released.popleft(), released, placed=True)
+                chunk = self._offer(released.popleft(), released, placed=True)
+                if chunk is not None:
+                    yield chunk
 
     def _offer(
         self, item: _Item, released: collections.deque[_Item], *, placed: bool = False
-    ) -> Iterator[Chunk]:
-        """Park ``item`` or put it in the chunk being filled. ``placed``: a parked row whose
-        wait is over goes in now, even where its key's rows fill several chunks in a row
-        (they then wait for each other at the gate; parking them again and again would cost
-        a pass over the parked rows per chunk)."""
+    ) -> Chunk | None:
+        """Park ``item`` or put it in the chunk being filled; returns the chunk emitted to
+        make room, if any. ``placed``: a parked row whose wait is over goes in now, even
+        where its key's rows fill several chunks in a row (they then wait for each other at
+        the gate; parking them again and again would cost a pass over the parked rows per
+        chunk)."""
         key = item[2] if self.target == "contacts" else item[4]
         waiting = None if placed else self._parked.get(key)
         if waiting is not None:
             waiting.append(item)  # behind the earlier rows of its key
             self._count_parked(1, released)
-            return
+            return None
+        emitted = None
         extra = len(item[3]) + (1 if self._bodies else 0)
         if self._bodies and (
             len(self._bodies) >= self.max_items or self._size + extra > self.max_bytes
         ):
-            yield self._emit(keep_last_frame=False)
+            emitted = self._emit(keep_last_frame=False)
             self._release(released, due=self._seq)
             extra = len(item[3])
         last = None if placed else self._last.get(key)
@@ -302,9 +333,10 @@ class Chunker:
             self._parked[key] = [item]
             heapq.heappush(self._due, (last + self.spread, self._n_parked, key))
             self._count_parked(1, released)
-            return
+            return emitted
         self._append(item)
         self._size += extra
+        return emitted
 
     def _count_parked(self, n: int, released: collections.deque[_Item]) -> None:
         self._n_parked += n
@@ -332,10 +364,13 @@ class Chunker:
         self._bodies.append(body)
         if self.target == "events":
             self._users.append(user)
+        if frame is not None:
+            self._add_frame(frame)
+
+    def _add_frame(self, frame: pl.DataFrame) -> None:
+        """The chunk being filled keeps the frames its rows come from (for rejects)."""
         frames = self._frames
-        if frame is not None and not (frames and frames[-1] is frame) and not any(
-            f is frame for f in frames
-        ):
+        if not (frames and frames[-1] is frame) and not any(f is frame for f in frames):
             frames.append(frame)
 
     def flush(self) -> Iterator[Chunk]:
@@ -344,7 +379,9 @@ class Chunker:
         while self._due:
             self._release(released, due=None)
             while released:
-                yield from self._offer(released.popleft(), released, placed=True)
+                chunk = self._offer(released.popleft(), released, placed=True)
+                if chunk is not None:
+                    yield chunk
         while self._bodies:
             yield self._emit(keep_last_frame=False)
 

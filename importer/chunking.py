@@ -181,7 +181,17 @@ class Chunker:
             self._ordered = True
         order = keys if self.target == "contacts" else user_ids
         if order is not None and self.spread and rows:
-            if self._needs_spreading(order):
+            spreading = self._needs_spreading(order)
+            perm = self._grouping(order) if spreading else None
+            if perm is not None:
+                # the batch, its rows of one key together (see _grouping): the fast path
+                rows = [rows[i] for i in perm]
+                keys = [keys[i] for i in perm]
+                bodies = [bodies[i] for i in perm]
+                if user_ids is not None:
+                    user_ids = [user_ids[i] for i in perm]
+                order = keys if self.target == "contacts" else user_ids
+            elif spreading:
                 if not self._slow:
                     self._slow = True
                     first = self._seq - len(self._ring)
@@ -257,6 +267,29 @@ class Chunker:
         if len(distinct) < len(order) or not distinct.isdisjoint(self._order or ()):
             return True
         return not all(map(distinct.isdisjoint, self._ring))
+
+    def _grouping(self, order: Sequence[str]) -> list[int] | None:
+        """A new order for a batch that repeats keys, or None to go row by row.
+
+        Rows of one key go together (they then share a chunk: one request applies them in
+        order), in the order the keys first appear; the keys that went out in one of the
+        last ``spread`` chunks go last, after at least ``spread`` chunks' worth of the
+        others, so they too are far from their earlier rows. Rows of one key keep their
+        order; the order between keys does not matter to the API. Vectorised (polars);
+        None when rows are parked, or when too few rows come before the recent keys.
+        """
+        if self._parked:
+            return None
+        recent = set(self._order or ()).union(*self._ring)
+        frame = pl.DataFrame({"k": pl.Series(order, dtype=pl.String)}).with_row_index("i")
+        frame = frame.with_columns(
+            recent=pl.col("k").is_in(pl.Series(list(recent), dtype=pl.String).implode()),
+            first=pl.col("i").min().over("k"),
+        )
+        late = int(frame["recent"].sum())
+        if late and len(order) - late < self.spread * self.max_items:
+            return None
+        return frame.sort("recent", "first", "i")["i"].to_list()
 
     def _add_spread(
         self,

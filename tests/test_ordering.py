@@ -26,6 +26,7 @@ from importer.report import EXIT_OK, EXIT_RETRYABLE
 from importer.sandbox.app import create_app
 from importer.sandbox.server import RunningSandbox
 from importer.sandbox.settings import FaultSettings
+from importer.sources import ReadOptions
 from importer.upload import UploadSettings
 from tests.conftest import ASGI_API_URL, sandbox_settings
 from tests.test_run import creds, read_rejects
@@ -150,8 +151,9 @@ def test_a_row_behind_a_retryable_failure_is_held_back_for_retry(
 
     report = run_import(
         [str(data)], mapping, creds(box),
+        # source batches of 5 rows: the two U0 rows are in different requests
         RunOptions(upload=UploadSettings(concurrency=1, max_attempts=2, backoff_base=0.001),
-                   batch_size=5),
+                   batch_size=5, read=ReadOptions(batch_rows=5)),
         progress=faults,
     )
     assert report.exit_code == EXIT_RETRYABLE
@@ -296,10 +298,23 @@ def test_property_spread_chunks_keep_every_row_once_and_each_key_in_order(
 
 
 def test_spread_places_a_repeated_key_spread_chunks_after_its_last_one() -> None:
+    """Small source batches: a key that went out recently is parked, then placed ``spread``
+    chunks after its last chunk."""
     chunker = Chunker("contacts", max_items=2, spread=3)
-    keys = ["A", "B", "C", "A", "D", "E", "F", "G", "H", "I"]
-    out = list(chunker.add("f", range(len(keys)), keys, [b"{}"] * len(keys)))
+    out: list[Chunk] = []
+    row = 0
+    for batch in (["A", "B"], ["C", "A"], ["D", "E", "F", "G", "H", "I"]):
+        out += chunker.add("f", range(row, row + len(batch)), batch, [b"{}"] * len(batch))
+        row += len(batch)
     out += chunker.flush()
     # A went out in chunk 0; its second row waits until chunk 3
     assert [c.keys for c in out] == [
         ("A", "B"), ("C", "D"), ("E", "F"), ("G", "A"), ("H", "I")]
+
+
+def test_a_batch_that_repeats_keys_goes_out_with_each_keys_rows_together() -> None:
+    chunker = Chunker("contacts", max_items=3, spread=2)
+    keys = ["A", "B", "A", "C", "B", "A"]
+    out = list(chunker.add("f", range(6), keys, [b"{}"] * 6)) + list(chunker.flush())
+    assert [c.keys for c in out] == [("A", "A", "A"), ("B", "B", "C")]
+    assert [c.rows for c in out] == [(0, 2, 5), (1, 4, 3)]

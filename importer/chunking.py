@@ -6,10 +6,17 @@ A single item larger than ``max_bytes`` travels alone; the API is the judge of i
 
 Rows that share an ordering key (a contact's ``_user_id``; an event's ``_user_id`` when it
 carries ``_user_data``) must reach the API in file order, so a chunk whose keys overlap an
-earlier unsettled chunk waits for it (:mod:`importer.ordering`). Exports often hold a key's
-rows next to each other (an orders export sorted by customer): a chunk never ends in the
-middle of such a run when it can end before it, or every chunk would wait for the previous
-one and the run would go one request at a time.
+earlier unsettled chunk waits for it (:mod:`importer.ordering`). If chunks in flight often
+shared a key, the run would go one request at a time; so the chunker keeps a key's rows
+apart from its recent chunks (``Chunker(spread=…)``):
+
+- a source batch with unique keys, none sent in the last ``spread`` chunks: as is (the
+  common case; one ``set()`` per batch and ~100 look-ups per recent chunk);
+- a batch that repeats keys: regrouped, vectorised — each key's rows together in their file
+  order, keys sent recently last (behind ≥ ``spread`` chunks of the others); a chunk never
+  ends inside a key's rows when it can end before them;
+- a batch too small for that, or while rows are parked: row by row, a row whose key went
+  out recently parked until ``spread`` chunks after that.
 """
 
 from __future__ import annotations
@@ -114,12 +121,11 @@ _Item = tuple[str, int, str, bytes, str, "pl.DataFrame | None"]  # file, row, ke
 class Chunker:
     """Accumulates items across source batches and emits full chunks as they fill.
 
-    ``spread`` (chunks; 0 = off): a row whose ordering key went out in one of the last
-    ``spread`` chunks is parked and placed ``spread`` chunks after that one, with every later
-    row of its key behind it, so that by the time it is sent the earlier chunk has most likely
-    been answered and the key gate (:mod:`importer.ordering`) lets it through without a wait.
-    Rows of one key inside one chunk need no spreading: one request applies them in order.
-    A batch with no such row (the common case: unique keys) takes the fast path below.
+    ``spread`` (chunks; 0 = off): rows of a key are placed at least ``spread`` chunks after
+    the last chunk holding that key (see the module docstring), so that by the time they are
+    sent that chunk has most likely been answered and the key gate (:mod:`importer.ordering`)
+    lets them through without a wait. Rows of one key inside one chunk need no spreading:
+    one request applies them in order.
     """
 
     def __init__(

@@ -298,10 +298,10 @@ def render_text(report: ValidationReport) -> str:
         f"filtered      {report.filtered:>10,}",
         f"would reject  {report.rejected:>10,}",
     ]
+    lines += [f"  {code:<22}{count:>10,}" for code, count in report.rejects_by_code.items()]
     if report.duplicates_in_input:
         lines.append(f"repeated      {report.duplicates_in_input:>10,}  (an earlier row has the "
                      "same _event_id and content: not sent)")
-    lines += [f"  {code:<22}{count:>10,}" for code, count in report.rejects_by_code.items()]
     if report.problems:
         lines += ["", f"first {len(report.problems)} problems (file:row — row 1 is the first "
                       "data row after the header):"]

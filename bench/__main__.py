@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, one after the other (minutes; not part of make test).
 
     python -m bench            # all of them
-    python -m bench run        # one: sources | mapping | sandbox | run | compare
+    python -m bench run        # one: sources | mapping | sandbox | run | compare | ordering
 
 Each prints its own figures; generated data lives in bench/data/ (git-ignored).
 """
@@ -20,6 +20,8 @@ STEPS = {
     "run": [sys.executable, "-m", "bench.bench_run"],
     # peers 3 at a time: ~2 h and ~5 GB instead of ~6 h (bench/results/README.md)
     "compare": [sys.executable, "-m", "bench.bench_compare", "--parallel", "3"],
+    # same-key ordering: stale contacts, and requests/s with repeated ids (issue 15)
+    "ordering": [sys.executable, "-m", "bench.bench_ordering", "--unique", "200000"],
 }
 
 

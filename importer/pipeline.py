@@ -33,6 +33,7 @@ from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.datasource import fetch_stream
+from importer.dedupe import Deduped, EventIds, dedupe
 from importer.exceptions import MappingProblem, OutputPathError, StorageError
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
@@ -42,6 +43,7 @@ from importer.mapping import (
     compile_mapping,
     load_mapping,
 )
+from importer.ordering import user_ids_of
 from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 from importer.redaction import hidden, redact
@@ -165,6 +167,7 @@ class _Run:
         self._carried_done = len(options.carried_rejects) - len(self._carried)
         self._done_bytes = 0
         self._phase = ""
+        self.event_ids = EventIds()  # the first occurrence of an _event_id is the one sent
 
     # -- rejects file: created on the first reject, so a clean run leaves none behind ---------
     def _ensure_writer(self) -> None:
@@ -206,10 +209,14 @@ class _Run:
         """Runs in a worker thread: read, map and chunk one source batch at a time."""
         target = chunker.target
         two_targets = len(self.plan.targets) > 1
+        upserts = target == "events" and _upserts_contacts(self.plan.spec)
         for source, compiled in zip(self.plan.sources, self.plan.compiled, strict=True):
             for whole in iter_batches(source, self.options.read):
                 for batch in _by_origin(whole):
-                    batch, skipped = _without(batch, self.earlier.done.get(batch.source_file))
+                    done = self.earlier.done.get(batch.source_file)
+                    if target == "events" and done is not None and len(done):
+                        self._seen_before(compiled, batch, done)
+                    batch, skipped = _without(batch, done)
                     mapped = compiled.map_batch(batch)
                     items = mapped.items[target]
                     rows, keys, bodies = items.source_rows, items.keys, items.bodies
@@ -225,26 +232,50 @@ class _Run:
                         keys = list(itertools.compress(keys, keep))
                         bodies = list(itertools.compress(bodies, keep))
                     earlier_first = before - len(rows) if first_pass else 0
-                    chunks = list(chunker.add(batch.source_file, rows, keys, bodies, batch.frame))
-                    yield _Produced(batch, mapped, chunks, skipped, earlier_first)
+                    deduped = None
+                    if target == "events":
+                        deduped = dedupe(self.event_ids, batch, rows, keys, bodies)
+                        rows, keys, bodies = deduped.rows, deduped.keys, deduped.bodies
+                    users = user_ids_of(bodies) if upserts else None
+                    chunks = list(
+                        chunker.add(batch.source_file, rows, keys, bodies, batch.frame, users)
+                    )
+                    yield _Produced(batch, mapped, chunks, skipped, earlier_first, deduped)
         yield _Produced(None, None, list(chunker.flush()))
+
+    def _seen_before(
+        self, compiled: CompiledMapping, batch: SourceBatch, done: pl.Series
+    ) -> None:
+        """A resumed run: the events an earlier invocation finished count as seen."""
+        frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(done.implode()))
+        if not frame.height:
+            return
+        items = compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get("events")
+        if items is not None:
+            self.event_ids.check(batch.source_file, items.source_rows, items.keys, items.bodies)
 
     def _account(self, produced: _Produced, first_pass: bool) -> None:
         batch, mapped = produced.batch, produced.mapped
         if batch is None or mapped is None:
             return
-        if first_pass:
-            if not self._schema:
-                self._schema = dict(batch.frame.schema)
-            self._carry()
-            try:
+        deduped = produced.deduped
+        if first_pass and not self._schema:
+            self._schema = dict(batch.frame.schema)
+        try:
+            if deduped is not None and deduped.rejects:
+                self._ensure_writer()
+            if first_pass:
+                self._carry()
                 if batch.rejects or mapped.rejects:
                     self._ensure_writer()
                 self.reconciler.on_read(batch)
                 self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
                 self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
-            except StorageError as exc:
-                self._storage_failed(exc)  # _stopping now: nothing more is read or sent
+            # (a dry run's second pass sends nothing and counted its rows in the first)
+            if deduped is not None and (first_pass or not self.options.dry_run):
+                self.reconciler.on_deduped(deduped.identical, deduped.rejects)
+        except StorageError as exc:
+            self._storage_failed(exc)  # _stopping now: nothing more is read or sent
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
 
@@ -277,7 +308,10 @@ class _Run:
         self._phase = target
         self._done_bytes = 0
         chunker = Chunker(
-            target, max_items=self.options.batch_size, max_bytes=self.options.max_batch_bytes
+            target,
+            max_items=self.options.batch_size,
+            max_bytes=self.options.max_batch_bytes,
+            spread=_spread(self.options.upload),
         )
         produced = self._produce(chunker, first_pass)
 
@@ -384,6 +418,21 @@ class _Produced:
     chunks: list[Chunk]
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
+    deduped: Deduped | None = None  # events: later occurrences of an _event_id, not sent
+
+
+def _spread(upload: UploadSettings) -> int:
+    """How many chunks apart rows of one key are placed (importer.chunking): more than the
+    uploader holds at once (twice its concurrency queued, its concurrency in flight), so the
+    earlier chunk is usually answered when the later one is taken."""
+    return 3 * max(upload.concurrency or upload.max_concurrency, 1)
+
+
+def _upserts_contacts(spec: MappingSpec) -> bool:
+    """Events that carry ``_user_data`` upsert a contact: they are ordered by ``_user_id``."""
+    return any(
+        f.name == "_user_data" for t in spec.targets if t.target == "events" for f in t.fields
+    )
 
 
 def _done(earlier: Earlier, reject: Reject) -> bool:
@@ -516,6 +565,7 @@ async def _arun_import(
         not_attempted=tally.not_attempted,
         retryable_rejects=tally.retryable,
         duplicates=tally.duplicates,
+        duplicates_in_input=tally.duplicates_in_input,
         rejected_by_stage=dict(tally.by_stage),
         rejected_by_code=dict(tally.by_code),
         requests=stats.requests,

@@ -3,6 +3,9 @@
 Every row read ends in exactly one bucket, each tallied where it happens:
 
     rows_read == accepted + rejected + filtered + not_attempted + skipped_done
+                 + duplicates_in_input
+
+(``duplicates_in_input``: event rows repeating an earlier row's event exactly; not sent.)
 
 (``skipped_done``: rows a resumed run found already acknowledged or already rejected.)
 
@@ -24,6 +27,7 @@ import polars as pl
 
 from importer.chunking import Chunk
 from importer.exceptions import InternalError
+from importer.ordering import HELD_BACK
 from importer.records import (
     SOURCE_FILE,
     SOURCE_ROW,
@@ -35,7 +39,8 @@ from importer.records import (
 from importer.rejects import RejectsWriter
 from importer.upload import ChunkResult
 
-_TRANSPORT_CODES = frozenset({"transport", "rate_limited"})
+# held_back: a row not sent because an earlier row of its key failed one of these
+_TRANSPORT_CODES = frozenset({"transport", "rate_limited", HELD_BACK})
 RowKey = tuple[str, int]
 
 
@@ -48,7 +53,8 @@ class Tally:
     not_attempted: int = 0
     skipped_done: int = 0
     retryable: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # accepted, and the API said it already had the event
+    duplicates_in_input: int = 0  # repeated an earlier event of the input exactly: not sent
     by_stage: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
 
@@ -59,6 +65,7 @@ class Tally:
     def accounted(self) -> int:
         return (
             self.accepted + self.rejected + self.filtered + self.not_attempted + self.skipped_done
+            + self.duplicates_in_input
         )
 
 
@@ -117,6 +124,16 @@ class Reconciler:
         self.tally.rows_read += done  # read again, and skipped: they are still input rows
         self.tally.skipped_done += done
         self.pending += first_target_done
+
+    def on_deduped(self, identical: int, rejects: Iterable[Reject]) -> None:
+        """Later occurrences of an ``_event_id``: exact repeats are counted, the others are
+        rejected; neither is sent. In a two-target run their contact was acknowledged (they
+        were pending) and the event is what is left."""
+        rejects = list(rejects)
+        self.tally.duplicates_in_input += identical
+        if self.two_targets:
+            self.pending -= identical + len(rejects)
+        self._reject(rejects)
 
     # -- the API's answers ----------------------------------------------------------------
     def on_result(self, result: ChunkResult) -> None:
@@ -178,7 +195,28 @@ class Reconciler:
             )
         return rejects
 
+    def _within_limit(
+        self, rejects: list[Reject] | RejectFrame
+    ) -> list[Reject] | RejectFrame:
+        """At most ``max_rejects`` rows reach the rejects file: past it the run stops, and
+        rows that would have been rejected count as not attempted (a resumed run
+        processes them again; they are not in the rejects file, nor acknowledged)."""
+        if self.max_rejects is None:
+            return rejects
+        room = max(self.max_rejects - self.tally.rejected, 0)
+        over = len(rejects) - room
+        if over <= 0:
+            return rejects
+        self.tally.not_attempted += over
+        self._stop()
+        if isinstance(rejects, RejectFrame):
+            return RejectFrame(rejects.frame.head(room))
+        return rejects[:room]
+
     def _reject(self, rejects: Iterable[Reject] | RejectFrame) -> None:
+        if not isinstance(rejects, RejectFrame):
+            rejects = list(rejects)
+        rejects = self._within_limit(rejects)
         if isinstance(rejects, RejectFrame):
             if not rejects:
                 return
@@ -187,7 +225,7 @@ class Reconciler:
             self.tally.retryable += int(rejects.frame["_reject_retryable"].sum())
             self._rejected(len(rejects), rejects)
             return
-        batch = list(rejects)
+        batch = rejects
         if not batch:
             return
         for r in batch:
@@ -201,11 +239,14 @@ class Reconciler:
         self.tally.rejected += n
         if self.writer is not None:
             self.writer.write(rejects)
-        if (
-            self.max_rejects is not None
-            and self.tally.rejected >= self.max_rejects
-            and not self.limit_reached
-        ):
+        self._check_limit()
+
+    def _check_limit(self) -> None:
+        if self.max_rejects is not None and self.tally.rejected >= self.max_rejects:
+            self._stop()
+
+    def _stop(self) -> None:
+        if not self.limit_reached:
             self.limit_reached = True
             if self._on_limit is not None:
                 self._on_limit()
@@ -222,6 +263,7 @@ class Reconciler:
                 "accounting invariant broken (a bug — please report it): "
                 f"rows_read={t.rows_read} but accepted={t.accepted} + rejected={t.rejected} "
                 f"+ filtered={t.filtered} + not_attempted={t.not_attempted} "
-                f"+ skipped_done={t.skipped_done} = {t.accounted}"
+                f"+ skipped_done={t.skipped_done} "
+                f"+ duplicates_in_input={t.duplicates_in_input} = {t.accounted}"
             )
         return self.tally

@@ -23,7 +23,7 @@ class ImportReport:
     filtered: int
     not_attempted: int
     retryable_rejects: int
-    duplicates: int
+    duplicates: int  # accepted events the API already had (a resend)
     rejected_by_stage: Mapping[str, int]
     rejected_by_code: Mapping[str, int]
     requests: int
@@ -47,6 +47,10 @@ class ImportReport:
     read_as: tuple[str, ...] = ()  # per input: format, encoding and delimiter as detected
     targets: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # Event rows repeating an earlier row's event exactly (same _event_id, same content): not
+    # sent, part of the accounting (rows_read = accepted + rejected + filtered +
+    # not_attempted + skipped_done + duplicates_in_input).
+    duplicates_in_input: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -100,6 +104,8 @@ def render(report: ImportReport) -> str:
         f"{'  filtered':<22}{report.filtered:>12,}",
         f"{'  not attempted':<22}{report.not_attempted:>12,}",
     ]
+    if report.duplicates_in_input:
+        lines.append(f"{'  repeated in input':<22}{report.duplicates_in_input:>12,}")
     if report.resumed:
         lines.append(f"{'  done before (resume)':<22}{report.skipped_done:>12,}")
         if report.rejected_before:

@@ -38,6 +38,7 @@ from importer.client import (
     Verdict,
     interpret,
 )
+from importer.ordering import KeyGate
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -329,6 +330,8 @@ class Uploader:
         self.stats = UploadStats()
         self.fatal: BatchResponse | None = None
         self.stop_requested = False
+        # Rows sharing a key reach the API in file order (importer.ordering).
+        self.gate = KeyGate()
 
     def _pacer(self, target: str) -> RatePacer:
         pacer = self._pacers.get(target)
@@ -362,6 +365,7 @@ class Uploader:
                 if self.stopping:
                     self._on_unsent(chunk)
                     continue
+                self.gate.register(chunk)
                 await handoff.put(chunk)
         finally:
             handoff.close()
@@ -369,13 +373,21 @@ class Uploader:
 
     async def _worker(self, handoff: _Handoff) -> None:
         while (chunk := await handoff.get()) is not None:
-            if self.stopping:
-                self._on_unsent(chunk)
-                continue
-            await self._deliver(chunk)
+            try:
+                await self.gate.wait(chunk)
+                if self.stopping:
+                    self._on_unsent(chunk)
+                    continue
+                await self._deliver(chunk)
+            finally:
+                self.gate.settle(chunk)
 
     async def _deliver(self, chunk: Chunk) -> None:
         """Send one chunk until it has an answer for every item (splitting on a 400)."""
+        sendable = self.gate.hold_back(chunk, self._held)
+        if sendable is None:
+            return
+        chunk = sendable
         try:
             result = await self._send(chunk)
         except FatalResponse as exc:
@@ -384,6 +396,7 @@ class Uploader:
             self._on_unsent(chunk)
             return
         if result is not None:
+            self.gate.observe(chunk, result.outcomes)
             self._on_result(result)
             return
         # A whole-batch refusal: halve until the offending items stand alone.
@@ -393,6 +406,9 @@ class Uploader:
                 self._on_unsent(half)
             else:
                 await self._deliver(half)
+
+    def _held(self, chunk: Chunk, outcomes: tuple[ItemOutcome, ...]) -> None:
+        self._on_result(ChunkResult(chunk, outcomes, None, 0))
 
     async def _send(self, chunk: Chunk) -> ChunkResult | None:
         """One chunk's attempts. None means "split it"; raises FatalResponse on 401/404."""

@@ -23,6 +23,7 @@ import orjson
 import polars as pl
 
 from importer import __version__
+from importer.dedupe import EventIds, dedupe
 from importer.exceptions import MappingError, MappingProblem
 from importer.mapping import (
     CompiledMapping,
@@ -70,6 +71,9 @@ class ValidationReport:
     rejects_path: str | None = None  # set when a rejects file was written
     specs_source: str | None = None  # with --specs: whose specs the mapping was checked against
     read_as: tuple[str, ...] = ()  # per file: format, encoding, delimiter as detected
+    # rows whose event repeats an earlier row's exactly (same _event_id and content): a run
+    # sends the first and counts these as duplicates_in_input
+    duplicates_in_input: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -87,6 +91,7 @@ class ValidationReport:
             "valid": self.valid,
             "filtered": self.filtered,
             "rejected": self.rejected,
+            "duplicates_in_input": self.duplicates_in_input,
             "rejects_by_code": dict(self.rejects_by_code),
             "problems": [
                 {"file": p.source_file, "row": p.source_row, "stage": p.stage, "code": p.code,
@@ -125,6 +130,7 @@ def validate_files(
         compiled = list(checked)
     tally = _Tally(sample=sample, top=top, targets=compiled[0].targets if compiled else ())
     writer = _LazyWriter(rejects_path, spec, sources)
+    event_ids = EventIds()
     try:
         for source, mapper in zip(sources, compiled, strict=True):
             for batch in iter_batches(source, read):
@@ -132,6 +138,13 @@ def validate_files(
                 tally.add(batch, mapped)
                 writer.write(batch.rejects, batch.frame.schema)
                 writer.write(mapped.rejects, batch.frame.schema)
+                events = mapped.items.get("events")
+                if events is not None:
+                    # what a run does: the first occurrence of an _event_id is the one sent
+                    found = dedupe(event_ids, batch, events.source_rows, events.keys,
+                                   events.bodies)
+                    tally.deduped(found.identical, found.rejects)
+                    writer.write(found.rejects, batch.frame.schema)
     finally:
         writer.close()
     warnings = tuple(dict.fromkeys(w for c in compiled for w in c.warnings)) or spec.warnings
@@ -163,6 +176,7 @@ class _Tally:
     rows_read: int = 0
     valid: int = 0
     filtered: int = 0
+    duplicates_in_input: int = 0
     by_code: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     samples: dict[str, list[bytes]] = field(default_factory=dict)
@@ -177,6 +191,12 @@ class _Tally:
         for target, items in mapped.items.items():
             kept = self.samples.setdefault(target, [])
             kept.extend(items.bodies[: max(0, self.sample - len(kept))])
+
+    def deduped(self, identical: int, rejects: Sequence[Reject]) -> None:
+        self.duplicates_in_input += identical
+        self.valid -= identical + len(rejects)
+        for reject in rejects:
+            self._reject(reject)
 
     def _reject(self, reject: Reject) -> None:
         self.by_code[reject.code] += 1
@@ -202,6 +222,7 @@ class _Tally:
             rows_read=self.rows_read,
             valid=self.valid,
             filtered=self.filtered,
+            duplicates_in_input=self.duplicates_in_input,
             rejected=sum(self.by_code.values()),
             rejects_by_code=dict(self.by_code.most_common()),
             problems=tuple(self.problems),
@@ -278,6 +299,9 @@ def render_text(report: ValidationReport) -> str:
         f"would reject  {report.rejected:>10,}",
     ]
     lines += [f"  {code:<22}{count:>10,}" for code, count in report.rejects_by_code.items()]
+    if report.duplicates_in_input:
+        lines.append(f"repeated      {report.duplicates_in_input:>10,}  (an earlier row has the "
+                     "same _event_id and content: not sent)")
     if report.problems:
         lines += ["", f"first {len(report.problems)} problems (file:row — row 1 is the first "
                       "data row after the header):"]

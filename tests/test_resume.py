@@ -219,13 +219,14 @@ def test_a_resumed_run_answers_for_the_rejects_of_its_earlier_invocations(
                                env=env)
         return r.exit_code, json.loads(r.stdout)
 
-    # The first invocation stops at the first reject: its batch's rejects are written, and
-    # nothing is sent.
+    # The first invocation stops at the first reject: one reject is written (--max-rejects
+    # caps the file), the rest of the batch is not attempted, nothing is sent.
     code, first = run("--max-rejects", "1")
-    assert code == 1 and first["rejected"] == len(bad) and first["accepted"] == 0
+    assert code == 1 and first["rejected"] == 1 and first["accepted"] == 0
+    assert first["not_attempted"] == 499
     code, final = run("--resume")
-    assert final["rejected"] == 0  # nothing new: the bad rows were done before
-    assert final["rejected_before"] == len(bad) and final["retryable_before"] == 0
+    assert final["rejected"] == len(bad) - 1  # the one rejected before is not redone
+    assert final["rejected_before"] == 1 and final["retryable_before"] == 0
     assert final["accepted"] == 500 - len(bad)
     assert final["rejects_path"] == str(rejects)
     assert code == 3

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from importer.exceptions import MappingError, MappingProblem
 from importer.mapping import _yaml
 from importer.mapping._yaml import Path as Path_
-from importer.mapping.options import check_options, did_you_mean
+from importer.mapping.options import Options, check_options, did_you_mean, empty_options
 from importer.mapping.rules import check_target
 from importer.mapping.shapes import (
     CustomShape,
@@ -180,6 +180,11 @@ class _Checker:
         if data is None:
             return DefaultsShape()
         found = self.shape(DefaultsShape, data, ("defaults",), "defaults")
+        if found is not None:
+            empty = Options()
+            empty_options(found, empty, "defaults")
+            for message, key in empty.problems:
+                self.error(message, ("defaults", key) if key else ("defaults",))
         return found or DefaultsShape()
 
     def targets(self, top: MappingShape, defaults: DefaultsShape) -> list[TargetSpec]:

@@ -290,7 +290,7 @@ def test_option_values_are_checked() -> None:
     assert "did you mean 'Europe/Madrid'" in only(problems, "unknown timezone").message
     only(problems, "phone_region 'SP' is not a region code")
     assert "did you mean '%d/%m/%Y'" in only(problems, "has no %-directives").message
-    only(problems, "'%Y-%d' is not a usable date format")
+    only(problems, "format '%Y-%d' has no day: name the day with %d")
     only(problems, 'decimal must be "." or ","')
     only(problems, "differ from the decimal mark")
     only(problems, "si is both a true and a false word")

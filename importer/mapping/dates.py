@@ -543,7 +543,9 @@ _MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
 def _epoch(text: pl.Expr, unit_us: int) -> Parsed:
     """Unix time: whole (or decimal) seconds or milliseconds since 1970-01-01T00:00:00Z."""
-    found = text.str.extract_groups(r"^(?P<sign>[+-]?)(?P<whole>[0-9]{1,15})(?:\.(?P<frac>[0-9]+))?$")
+    found = text.str.extract_groups(
+        r"^(?P<sign>[+-]?)(?P<whole>[0-9]{1,15})(?:\.(?P<frac>[0-9]+))?$"
+    )
     whole = found.struct.field("whole").cast(pl.Int64, strict=False)
     digits = 6 if unit_us == 1_000_000 else 3
     frac = found.struct.field("frac").fill_null("").str.slice(0, digits).str.pad_end(digits, "0")
@@ -561,7 +563,7 @@ _EXCEL_EPOCH = dt.datetime(1899, 12, 30)
 
 
 def _excel(text: pl.Expr) -> Parsed:
-    """Excel's serial dates (1900 system): 45612 is 2024-11-15, 45612.5 its noon.
+    """Excel's serial dates (1900 system): 45612 is 2024-11-16, 45612.5 its noon.
 
     Serial 60 (Excel's 29 February 1900, a day that never was) and serials below 1 are
     refused. The fraction of a day is rounded to the millisecond, Excel's own precision (a
@@ -627,7 +629,7 @@ def _shape(fmt: str, kind: str) -> str:
     if fmt == ISO_DATETIME:
         return "an ISO 8601 date/time (such as 2024-11-17T10:00:00Z or 2024-11-17 10:00)"
     if fmt == ISO_DATE and kind == "date":
-        return "a date matching %Y-%m-%d"
+        return "an ISO 8601 date (YYYY-MM-DD)"
     if fmt == EPOCH_S:
         return "a Unix time in seconds"
     if fmt == EPOCH_MS:
@@ -646,8 +648,8 @@ def reason(
     readings = [parse_one(text, f) for f in formats]
     matched = [r.matched for r in readings]
     shape = pl.lit("is not " + describe(formats, kind))
-    impossible = pl.lit("is not a real date or time (it has the shape of " + describe(
-        formats, kind).removeprefix("a ").removeprefix("an ") + ")")
+    impossible = pl.lit("is not a real calendar date or time of day (expected "
+                        + describe(formats, kind) + ")")
     gap = pl.lit(f"is a time that does not exist in {timezone} (the clocks skip it)")
     walls = [r.wall.is_not_null() for r in readings]
     return (

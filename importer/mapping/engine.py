@@ -63,6 +63,7 @@ from importer.mapping.spec import (
     TargetSpec,
     TemplateSource,
     ValueSource,
+    source_references,
 )
 from importer.records import (
     RAW_LINE,
@@ -288,17 +289,6 @@ def _references(spec: MappingSpec) -> list[tuple[str, int]]:
         for field in target.leaves():
             refs.extend(source_references(field.source, field.line))
     return refs
-
-
-def source_references(source: Source, line: int) -> list[tuple[str, int]]:
-    """The columns a source reads, each with the YAML line naming it."""
-    if isinstance(source, ColumnSource):
-        return [(source.column, source.line or line)]
-    if isinstance(source, TemplateSource):
-        return [(c, source.line) for c in source.columns]
-    if isinstance(source, HashSource | CoalesceSource):
-        return list(zip(source.columns, source.lines, strict=True))
-    return []
 
 
 def _renamed(spec: MappingSpec, renamed: Mapping[str, str]) -> MappingSpec:

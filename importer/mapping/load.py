@@ -49,6 +49,7 @@ from importer.mapping.spec import (
     TemplateSource,
     Transform,
     ValueSource,
+    source_references,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -94,8 +95,20 @@ def parse_mapping(text: str, *, path: str = "<mapping>", sha256: str = "") -> Ma
         spec = checker.mapping(doc.value, path, sha)
     problems = [*doc.problems, *checker.problems]
     if any(p.severity == "error" for p in problems) or spec is None:
-        raise MappingError(path, sorted(problems, key=lambda p: p.line))
+        raise MappingLoadError(path, sorted(problems, key=lambda p: p.line), checker.refs)
     return spec
+
+
+class MappingLoadError(MappingError):
+    """A mapping that did not load, with the columns it names and their lines, so that a
+    check against a file's header can report unknown columns in the same pass
+    (:func:`importer.mapping.check.load_and_compile`)."""
+
+    def __init__(
+        self, path: str, problems: Sequence[MappingProblem], references: Sequence[tuple[str, int]]
+    ) -> None:
+        super().__init__(path, problems)
+        self.references = tuple(references)
 
 
 class _Checker:
@@ -104,6 +117,8 @@ class _Checker:
     def __init__(self, doc: _yaml.YamlDoc) -> None:
         self.doc = doc
         self.problems: list[MappingProblem] = []
+        #: every column named by a source or rule, with its line, valid field or not
+        self.refs: list[tuple[str, int]] = []
 
     # -- reporting
 
@@ -304,6 +319,8 @@ class _Checker:
         if shape is None:
             return None
         source = self.source(shape, path, what)
+        if source is not None:
+            self.refs.extend(source_references(source, self.doc.line(path)))
         kind = next((t for t in FIELD_TYPES if t == shape.type), None)
         if kind is None:
             self.error(
@@ -487,6 +504,7 @@ class _Checker:
                 continue
             taken.add(column)
             line = self.doc.line(where)
+            self.refs.append((column, line))
             out.append(FieldSpec(name=column, line=line, source=ColumnSource(column, line)))
         return out
 
@@ -502,6 +520,7 @@ class _Checker:
             shape = self.shape(SkipShape, item, path, "a skip_if rule")
             if shape is None:
                 continue
+            self.refs.append((shape.column, self.doc.line(path)))
             rule = self.skip_rule(shape, path)
             if rule:
                 rules.append(rule)

@@ -109,7 +109,7 @@ def empty_options(shape: Any, out: Options, what: str) -> None:
     """An option written with no value (``decimal:``, or ``decimal: ,`` in a flow mapping,
     which YAML reads as null) is a mistake, not a request for the default: ``decimal`` would
     silently become ``.`` and 1,5 be read as 15."""
-    given = getattr(shape, "model_fields_set", set())
+    given: set[str] = getattr(shape, "model_fields_set", set())
     for key in dict.fromkeys((*APPLIES, *DEFAULTABLE)):
         if key in given and getattr(shape, key, None) is None:
             quote = ' (quote punctuation: decimal: ",")' if key in ("decimal",

@@ -412,8 +412,7 @@ def _date(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         # a date, or a wall-clock time, is taken as written: "19/07/1995" is 1995-07-19
         # whatever the field's timezone; a time with its own offset is seen in it first
         text = as_text(prepared, dtype)
-        day = pl.coalesce([dates.to_day(dates.parse(text, fmt), field.timezone)
-                           for fmt in field.formats])
+        day = dates.day_expr(text, field.formats, field.timezone)
     return day.dt.strftime(DATE_OUT)
 
 
@@ -424,8 +423,7 @@ def _datetime(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Exp
         moment = _to_utc(prepared.cast(pl.Datetime("us")), pl.Datetime("us"), field.timezone)
     else:
         text = as_text(prepared, dtype)
-        moment = pl.coalesce([dates.to_utc(dates.parse(text, fmt), field.timezone)
-                              for fmt in field.formats])
+        moment = dates.moment_expr(text, field.formats, field.timezone)
     return moment.dt.strftime(DATETIME_OUT)
 
 

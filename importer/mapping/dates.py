@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -282,27 +282,81 @@ def _round_trip(fmt: str) -> str | None:
 
 
 # ---------------------------------------------------------------- parsing
+#
+# Parsing runs on whole columns (``map_batches``) in materialised steps: polars evaluates a
+# shared sub-expression again at each use within one expression, and a format's regex match
+# feeds a dozen uses (year, month, day, validity …). Nothing here is per row in Python except
+# the "python" path (per distinct value).
+
+# A format's *reading* of a text column is a frame of three columns: ``wall`` (Datetime) the
+# naive date and time written, null when the text does not match or names no real moment;
+# ``offset`` (Int64) microseconds east of UTC the text states, null for a wall-clock time of
+# the field's timezone; ``matched`` (Boolean) the text has the format's shape (false: not the
+# shape; true with a null wall: an impossible date such as 31/02).
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """One format's reading of a text column.
-
-    ``wall``: the naive date and time written (null when the text does not match or names no
-    real moment); ``offset_us``: per row, microseconds east of UTC the text states (null: a
-    wall-clock time of the field's timezone); ``matched``: the text has the format's shape (a
-    failure with ``matched`` true is an impossible date such as 31/02).
-    """
-
-    wall: pl.Expr
-    offset_us: pl.Expr | None
-    matched: pl.Expr
+def moment_expr(text: pl.Expr, formats: Sequence[str], timezone: str) -> pl.Expr:
+    """The UTC instant a trimmed text gives with the first of ``formats`` that reads it."""
+    return text.map_batches(functools.partial(moments, formats=formats, timezone=timezone),
+                            return_dtype=pl.Datetime("us", "UTC"), is_elementwise=True)
 
 
-def parse(text: pl.Expr, fmt: str) -> Parsed:
-    """Read ``text`` (trimmed String) with one format, ``format:`` name or ISO 8601."""
+def day_expr(text: pl.Expr, formats: Sequence[str], timezone: str) -> pl.Expr:
+    """The calendar date a trimmed text gives (see :func:`days`)."""
+    return text.map_batches(functools.partial(days, formats=formats, timezone=timezone),
+                            return_dtype=pl.Date, is_elementwise=True)
+
+
+def reason_expr(text: pl.Expr, formats: Sequence[str], kind: str, timezone: str) -> pl.Expr:
+    """Per row, why the value was refused (evaluated for rejected rows only)."""
+    return text.map_batches(
+        functools.partial(reasons, formats=formats, kind=kind, timezone=timezone),
+        return_dtype=pl.String, is_elementwise=True,
+    )
+
+
+def moments(text: pl.Series, formats: Sequence[str], timezone: str) -> pl.Series:
+    out: pl.Series | None = None
+    for fmt in formats:
+        found = to_utc(read(text, fmt), timezone)
+        out = found if out is None else out.fill_null(found)
+    assert out is not None
+    return out.rename(text.name)
+
+
+def days(text: pl.Series, formats: Sequence[str], timezone: str) -> pl.Series:
+    """As written for a wall-clock value (a birthdate is not an instant); the date in
+    ``timezone`` of a value with its own offset."""
+    out: pl.Series | None = None
+    for fmt in formats:
+        found = to_day(read(text, fmt), timezone)
+        out = found if out is None else out.fill_null(found)
+    assert out is not None
+    return out.rename(text.name)
+
+
+def reasons(text: pl.Series, formats: Sequence[str], kind: str, timezone: str) -> pl.Series:
+    """Not the format's shape, not a real date, or a wall-clock time the zone skips."""
+    readings = [read(text, fmt) for fmt in formats]
+    shape = "is not " + describe(formats, kind)
+    impossible = ("is not a real calendar date or time of day (expected "
+                  + describe(formats, kind) + ")")
+    gap = f"is a time that does not exist in {timezone} (the clocks skip it)"
+    matched = pl.DataFrame([r["matched"].rename(f"m{i}") for i, r in enumerate(readings)])
+    walls = pl.DataFrame([r["wall"].is_not_null().rename(f"w{i}")
+                          for i, r in enumerate(readings)])
+    frame = pl.concat([matched, walls], how="horizontal")
+    return frame.select(
+        pl.when(~pl.any_horizontal(pl.col("^m[0-9]+$"))).then(pl.lit(shape))
+        .when(~pl.any_horizontal(pl.col("^w[0-9]+$"))).then(pl.lit(impossible))
+        .otherwise(pl.lit(gap))
+    ).to_series().rename(text.name)
+
+
+def read(text: pl.Series, fmt: str) -> pl.DataFrame:
+    """One format's reading of a trimmed String column (wall, offset, matched: above)."""
     if fmt == ISO_DATETIME:
-        return iso_datetime(text)
+        return _iso(text)
     if fmt in (EPOCH_S, EPOCH_MS):
         return _epoch(text, 1_000_000 if fmt == EPOCH_S else 1_000)
     if fmt == EXCEL:
@@ -313,15 +367,20 @@ def parse(text: pl.Expr, fmt: str) -> Parsed:
         return _python(text, fmt)
     utc = _names_utc(tokens)
     chrono = _chrono_format(tokens) if path == "chrono" else None
-    if chrono is not None:
-        matched = text.str.contains(_guard_pattern(tokens))
-        if {"H", "M"} & set(directives(fmt)):
-            wall = text.str.strptime(pl.Datetime("us"), chrono, strict=False)
-        else:
-            wall = text.str.strptime(pl.Date, chrono, strict=False).cast(pl.Datetime("us"))
-        wall = pl.when(matched).then(wall)
-        return Parsed(wall, pl.lit(0, pl.Int64) if utc else None, matched)
-    return _exact(text, tokens, utc)
+    if chrono is None:
+        return _exact(text, tokens, utc)
+    frame = pl.DataFrame({"t": text}).with_columns(
+        pl.col("t").str.contains(_guard_pattern(tokens)).fill_null(False).alias("matched")
+    )
+    if {"H", "M"} & set(directives(fmt)):
+        wall = pl.col("t").str.strptime(pl.Datetime("us"), chrono, strict=False)
+    else:
+        wall = pl.col("t").str.strptime(pl.Date, chrono, strict=False).cast(pl.Datetime("us"))
+    return frame.select(
+        pl.when(pl.col("matched")).then(wall).alias("wall"),
+        pl.lit(0 if utc else None, pl.Int64).alias("offset"),
+        pl.col("matched"),
+    )
 
 
 def _names_utc(tokens: Sequence[Token]) -> bool:
@@ -348,7 +407,13 @@ def _guard_pattern(tokens: Sequence[Token]) -> str:
     return "(?i)^" + "".join(parts) + "$"
 
 
-def _exact(text: pl.Expr, tokens: Sequence[Token], utc: bool) -> Parsed:
+def _groups(text: pl.Series, pattern: str) -> pl.DataFrame:
+    """The regex's named groups as columns, plus the text as ``__text``: one match per row."""
+    found = text.str.extract_groups(pattern).struct.unnest()
+    return found.with_columns(text.alias("__text"))
+
+
+def _exact(text: pl.Series, tokens: Sequence[Token], utc: bool) -> pl.DataFrame:
     """Python's regex and Python's arithmetic, vectorised (see the module docstring)."""
     groups: dict[str, str] = {}
     parts: list[str] = []
@@ -360,70 +425,70 @@ def _exact(text: pl.Expr, tokens: Sequence[Token], utc: bool) -> Parsed:
         else:
             parts.append(token.pattern())
     # Python takes the first match and then refuses leftovers: capture the match, compare
-    pattern = "(?i)^(?P<whole>" + "".join(parts) + ")"
-    found = text.str.extract_groups(pattern)
+    found = _groups(text, "(?i)^(?P<whole>" + "".join(parts) + ")")
 
     def field(letter: str) -> pl.Expr:
-        return found.struct.field(groups[letter])
+        return pl.col(groups[letter])
 
     def number(letter: str) -> pl.Expr:
         return field(letter).str.strip_chars(" ").cast(pl.Int32, strict=False)
 
-    matched = (found.struct.field("whole").str.len_bytes() == text.str.len_bytes()).fill_null(
-        False
-    )
     # the later of two directives for the same part wins (Python walks its groups in order)
-    order = [t.text for t in tokens if t.kind == "directive"]
-    year: pl.Expr = pl.lit(1900, pl.Int32)
-    month: pl.Expr = pl.lit(1, pl.Int32)
-    day: pl.Expr = pl.lit(1, pl.Int32)
-    hour: pl.Expr = pl.lit(0, pl.Int32)
-    minute: pl.Expr = pl.lit(0, pl.Int32)
-    second: pl.Expr = pl.lit(0, pl.Int32)
-    micro: pl.Expr = pl.lit(0, pl.Int32)
-    julian: pl.Expr | None = None
-    offset: pl.Expr | None = pl.lit(0, pl.Int64) if utc else None
-    valid: pl.Expr = matched
-    for letter in order:
+    parts_of: dict[str, pl.Expr] = {
+        "year": pl.lit(1900, pl.Int32), "month": pl.lit(1, pl.Int32),
+        "day": pl.lit(1, pl.Int32), "hour": pl.lit(0, pl.Int32), "minute": pl.lit(0, pl.Int32),
+        "second": pl.lit(0, pl.Int32), "micro": pl.lit(0, pl.Int32),
+        "julian": pl.lit(None, pl.Int32),
+        "offset": pl.lit(0 if utc else None, pl.Int64),
+    }
+    for token in tokens:
+        letter = token.text if token.kind == "directive" else ""
         if letter == "Y":
-            year = number("Y")
+            parts_of["year"] = number("Y")
         elif letter == "y":
             two = number("y")
-            year = pl.when(two <= 68).then(two + 2000).otherwise(two + 1900)
+            parts_of["year"] = pl.when(two <= 68).then(two + 2000).otherwise(two + 1900)
         elif letter == "m":
-            month = number("m")
+            parts_of["month"] = number("m")
         elif letter in ("b", "B"):
-            month = _name_number(field(letter), letter)
+            parts_of["month"] = _name_number(field(letter), letter)
         elif letter == "d":
-            day = number("d")
+            parts_of["day"] = number("d")
         elif letter == "j":
-            julian = number("j")
+            parts_of["julian"] = number("j")
         elif letter == "H":
-            hour = number("H")
+            parts_of["hour"] = number("H")
         elif letter == "I":
             twelve = number("I") % 12
             if "p" in groups:
                 twelve = twelve + 12 * _name_number(field("p"), "p")
-            hour = twelve
+            parts_of["hour"] = twelve
         elif letter == "M":
-            minute = number("M")
+            parts_of["minute"] = number("M")
         elif letter == "S":
-            second = number("S")
+            parts_of["second"] = number("S")
         elif letter == "f":
-            micro = field("f").str.pad_end(6, "0").cast(pl.Int32, strict=False)
+            parts_of["micro"] = field("f").str.pad_end(6, "0").cast(pl.Int32, strict=False)
         elif letter == "z":
-            zone = _offset_us(field("z"))
-            valid = valid & zone.is_not_null()
-            offset = zone
-    valid = valid & year.is_between(1, 9999) & (second <= 59)
-    if julian is None:
+            parts_of["offset"] = _offset_us(field("z"))
+    matched = (pl.col("whole").str.len_bytes() == pl.col("__text").str.len_bytes()).fill_null(
+        False)
+    values = found.select(matched.alias("matched"),
+                          *(expr.alias(name) for name, expr in parts_of.items()))
+    year, month, day = pl.col("year"), pl.col("month"), pl.col("day")
+    hour, minute, second, micro = (pl.col(n) for n in ("hour", "minute", "second", "micro"))
+    valid = pl.col("matched") & year.is_between(1, 9999) & (second <= 59)
+    if "z" in groups:
+        valid = valid & pl.col("offset").is_not_null()
+    if "j" not in groups:
         valid = valid & (day <= _days_in_month(year, month))
         wall = pl.datetime(pl.when(valid).then(year), month, day, hour, minute, second, micro)
     else:
+        # Python counts %j days from 1 January, whatever %m and %d say
         start = pl.datetime(pl.when(valid).then(year), 1, 1, hour, minute, second, micro)
-        wall = start + pl.duration(days=julian - 1)
-        wall = pl.when(wall.dt.year() <= 9999).then(wall)
-    return Parsed(wall, offset, matched)
+        counted = start + pl.duration(days=pl.col("julian") - 1)
+        wall = pl.when(counted.dt.year() <= 9999).then(counted)
+    return values.select(wall.alias("wall"), pl.col("offset"), pl.col("matched"))
 
 
 def _name_number(word: pl.Expr, letter: str) -> pl.Expr:
@@ -462,35 +527,29 @@ def _offset_us(zone: pl.Expr) -> pl.Expr:
     return pl.when(zone == "Z").then(pl.lit(0, pl.Int64)).when(ok).then(sign * size)
 
 
-def _python(text: pl.Expr, fmt: str) -> Parsed:
+def _python(text: pl.Series, fmt: str) -> pl.DataFrame:
     """Python's own strptime, once per distinct value (week and locale directives)."""
-    aware = "z" in directives(fmt)
-
-    def read(values: pl.Series) -> pl.Series:
-        walls: dict[str, tuple[dt.datetime | None, int | None]] = {}
-        for value in values.drop_nulls().unique().to_list():
-            try:
-                moment = dt.datetime.strptime(value, fmt)
-            except ValueError:
-                walls[value] = (None, None)
-                continue
-            shift = moment.utcoffset()
-            offset = None if shift is None else shift // dt.timedelta(microseconds=1)
-            walls[value] = (moment.replace(tzinfo=None), offset)
-        rows = [walls.get(v, (None, None)) if v is not None else (None, None)
-                for v in values.to_list()]
-        return pl.DataFrame(
-            {"wall": [w for w, _ in rows], "offset": [o for _, o in rows]},
-            schema={"wall": pl.Datetime("us"), "offset": pl.Int64},
-        ).to_struct(values.name)
-
-    dtype = pl.Struct({"wall": pl.Datetime("us"), "offset": pl.Int64})
-    both = text.map_batches(read, return_dtype=dtype)
-    wall = both.struct.field("wall")
-    offset = both.struct.field("offset") if aware else (
-        pl.lit(0, pl.Int64) if _names_utc(tokenize(fmt)) else None
-    )
-    return Parsed(wall, offset, wall.is_not_null())
+    utc = _names_utc(tokenize(fmt))
+    table: dict[str, tuple[dt.datetime | None, int | None]] = {}
+    for value in text.drop_nulls().unique().to_list():
+        try:
+            moment = dt.datetime.strptime(value, fmt)
+        except ValueError:
+            table[value] = (None, None)
+            continue
+        shift = moment.utcoffset()
+        offset = 0 if utc else None
+        if shift is not None:
+            offset = shift // dt.timedelta(microseconds=1)
+        table[value] = (moment.replace(tzinfo=None), offset)
+    rows = [table.get(v, (None, None)) if v is not None else (None, None)
+            for v in text.to_list()]
+    walls = pl.Series("wall", [w for w, _ in rows], dtype=pl.Datetime("us"))
+    return pl.DataFrame({
+        "wall": walls,
+        "offset": pl.Series([o for _, o in rows], dtype=pl.Int64),
+        "matched": walls.is_not_null(),
+    })
 
 
 # ---------------------------------------------------------------- ISO 8601, epoch, Excel
@@ -503,7 +562,7 @@ _ISO = (
 )
 
 
-def iso_datetime(text: pl.Expr) -> Parsed:
+def _iso(text: pl.Series) -> pl.DataFrame:
     """ISO 8601 and its everyday spellings, in one pass.
 
     ``2024-11-14``, ``2024-11-14T19:21``, ``…T19:21:00``, ``….123`` (up to 9 digits, read to
@@ -511,50 +570,54 @@ def iso_datetime(text: pl.Expr) -> Parsed:
     timezone), ``Z``/``z``, ``UTC``/``GMT`` (HubSpot writes ``2024-11-14 19:21:00.123 UTC``),
     or an offset ``+01``, ``+0100``, ``+01:00`` (a space before it is allowed).
     """
-    found = text.str.extract_groups(_ISO)
+    found = _groups(text, _ISO)
 
     def number(name: str) -> pl.Expr:
-        return found.struct.field(name).cast(pl.Int32, strict=False)
+        return pl.col(name).cast(pl.Int32, strict=False)
 
-    year, month, day = number("Y"), number("m"), number("d")
-    hour, minute, second = (number(n).fill_null(0) for n in ("H", "M", "S"))
-    micro = found.struct.field("f").str.slice(0, 6).str.pad_end(6, "0").cast(
-        pl.Int32, strict=False
-    ).fill_null(0)
+    sign = pl.when(pl.col("sign").str.contains("-", literal=True)).then(-1).otherwise(1)
+    oh = pl.col("oh").cast(pl.Int64, strict=False)
+    om = pl.col("om").cast(pl.Int64, strict=False).fill_null(0)
+    values = found.select(
+        number("Y").alias("year"), number("m").alias("month"), number("d").alias("day"),
+        *(number(n).fill_null(0).alias(n) for n in ("H", "M", "S")),
+        pl.col("f").str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int32, strict=False)
+        .fill_null(0).alias("micro"),
+        pl.when(pl.col("z").is_not_null()).then(pl.lit(0, pl.Int64))
+        .when((oh < 24) & (om < 60)).then(sign * (oh * 60 + om) * 60_000_000)
+        .alias("offset"),
+        (oh.is_not_null() & ((oh >= 24) | (om >= 60))).alias("bad_offset"),
+    )
+    year, month, day = pl.col("year"), pl.col("month"), pl.col("day")
     matched = year.is_not_null()
     valid = (matched & year.is_between(1, 9999) & month.is_between(1, 12) & (day >= 1)
-             & (day <= _days_in_month(year, month)) & (hour <= 23) & (minute <= 59)
-             & (second <= 59))
-    wall = pl.datetime(pl.when(valid).then(year), month, day, hour, minute, second, micro)
-    oh = found.struct.field("oh").cast(pl.Int64, strict=False)
-    om = found.struct.field("om").cast(pl.Int64, strict=False).fill_null(0)
-    sign = pl.when(found.struct.field("sign").str.contains("-")).then(-1).otherwise(1)
-    offset = (
-        pl.when(found.struct.field("z").is_not_null()).then(pl.lit(0, pl.Int64))
-        .when((oh < 24) & (om < 60)).then(sign * (oh * 60 + om) * 60_000_000)
-    )
-    bad_offset = oh.is_not_null() & offset.is_null()
-    return Parsed(pl.when(~bad_offset).then(wall), offset, matched)
+             & (day <= _days_in_month(year, month)) & (pl.col("H") <= 23)
+             & (pl.col("M") <= 59) & (pl.col("S") <= 59) & ~pl.col("bad_offset"))
+    wall = pl.datetime(pl.when(valid).then(year), month, day, pl.col("H"), pl.col("M"),
+                       pl.col("S"), pl.col("micro"))
+    return values.select(wall.alias("wall"), pl.col("offset"), matched.alias("matched"))
 
 
 _MIN_US = -62135596800 * 1_000_000  # 0001-01-01T00:00:00Z
 _MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
 
-def _epoch(text: pl.Expr, unit_us: int) -> Parsed:
+def _epoch(text: pl.Series, unit_us: int) -> pl.DataFrame:
     """Unix time: whole (or decimal) seconds or milliseconds since 1970-01-01T00:00:00Z."""
-    found = text.str.extract_groups(
-        r"^(?P<sign>[+-]?)(?P<whole>[0-9]{1,15})(?:\.(?P<frac>[0-9]+))?$"
-    )
-    whole = found.struct.field("whole").cast(pl.Int64, strict=False)
+    found = _groups(text, r"^(?P<sign>[+-]?)(?P<whole>[0-9]{1,15})(?:\.(?P<frac>[0-9]+))?$")
     digits = 6 if unit_us == 1_000_000 else 3
-    frac = found.struct.field("frac").fill_null("").str.slice(0, digits).str.pad_end(digits, "0")
-    micro = whole * unit_us + frac.cast(pl.Int64, strict=False)
-    micro = pl.when(found.struct.field("sign") == "-").then(-micro).otherwise(micro)
-    matched = whole.is_not_null()
-    in_range = micro.is_between(_MIN_US, _MAX_US)
-    wall = pl.when(matched & in_range).then(micro).cast(pl.Datetime("us"))
-    return Parsed(wall, pl.lit(0, pl.Int64), matched)
+    frac = pl.col("frac").fill_null("").str.slice(0, digits).str.pad_end(digits, "0")
+    micro = pl.col("whole").cast(pl.Int64, strict=False) * unit_us + frac.cast(
+        pl.Int64, strict=False)
+    signed = pl.when(pl.col("sign") == "-").then(-micro).otherwise(micro)
+    values = found.select(signed.alias("micro"), pl.col("whole").is_not_null().alias("matched"))
+    in_range = pl.col("micro").is_between(_MIN_US, _MAX_US)
+    return values.select(
+        pl.when(pl.col("matched") & in_range).then(pl.col("micro")).cast(pl.Datetime("us"))
+        .alias("wall"),
+        pl.lit(0, pl.Int64).alias("offset"),
+        pl.col("matched"),
+    )
 
 
 #: Excel's day 0 for serials from 61 on (its calendar has a 29 February 1900, serial 60,
@@ -562,41 +625,43 @@ def _epoch(text: pl.Expr, unit_us: int) -> Parsed:
 _EXCEL_EPOCH = dt.datetime(1899, 12, 30)
 
 
-def _excel(text: pl.Expr) -> Parsed:
+def _excel(text: pl.Series) -> pl.DataFrame:
     """Excel's serial dates (1900 system): 45612 is 2024-11-16, 45612.5 its noon.
 
     Serial 60 (Excel's 29 February 1900, a day that never was) and serials below 1 are
     refused. The fraction of a day is rounded to the millisecond, Excel's own precision (a
     time stored as 0.6041666666 is 14:30:00.000, not 14:29:59.999).
     """
-    found = text.str.extract_groups(r"^(?P<days>[0-9]{1,7})(?P<frac>\.[0-9]+)?$")
-    days = found.struct.field("days").cast(pl.Int64, strict=False)
-    frac = found.struct.field("frac").fill_null("0").cast(pl.Float64, strict=False)
+    found = _groups(text, r"^(?P<days>[0-9]{1,7})(?P<frac>\.[0-9]+)?$")
+    days = pl.col("days").cast(pl.Int64, strict=False)
+    frac = pl.col("frac").fill_null("0").cast(pl.Float64, strict=False)
     millis = (frac * 86_400_000).round(0).cast(pl.Int64)
     shift = pl.when(days < 60).then(days + 1).otherwise(days)
     valid = (days >= 1) & (days != 60) & (days <= 2958465)  # 9999-12-31
     wall = pl.lit(_EXCEL_EPOCH, pl.Datetime("us")) + pl.duration(
         days=pl.when(valid).then(shift), milliseconds=millis
     )
-    return Parsed(wall, None, days.is_not_null())
+    return found.select(wall.alias("wall"), pl.lit(None, pl.Int64).alias("offset"),
+                        days.is_not_null().alias("matched"))
 
 
 # ---------------------------------------------------------------- to UTC, to a date
 
 
-def to_utc(parsed: Parsed, timezone: str) -> pl.Expr:
+def to_utc(reading: pl.DataFrame, timezone: str) -> pl.Series:
     """The instant, as a UTC datetime (null when the text names none, or a wall-clock time
     that does not exist in ``timezone``: the spring-forward gap)."""
-    shifted = parsed.wall
-    if parsed.offset_us is not None:
-        shifted = parsed.wall - pl.duration(microseconds=parsed.offset_us)
-        stated = shifted.dt.replace_time_zone("UTC")
-        if parsed.offset_us.meta.is_literal():
-            return stated
-        return pl.when(parsed.offset_us.is_not_null()).then(stated).otherwise(
-            local_to_utc(parsed.wall, timezone)
-        )
-    return local_to_utc(parsed.wall, timezone)
+    offsets = reading["offset"]
+    wall = pl.col("wall")
+    stated = (wall - pl.duration(microseconds=pl.col("offset"))).dt.replace_time_zone("UTC")
+    if offsets.null_count() == 0:
+        moment = stated
+    elif offsets.null_count() == len(offsets):
+        moment = local_to_utc(wall, timezone)
+    else:
+        moment = pl.when(pl.col("offset").is_not_null()).then(stated).otherwise(
+            local_to_utc(wall, timezone))
+    return reading.select(moment).to_series()
 
 
 def local_to_utc(wall: pl.Expr, timezone: str) -> pl.Expr:
@@ -605,15 +670,17 @@ def local_to_utc(wall: pl.Expr, timezone: str) -> pl.Expr:
     return local.dt.convert_time_zone("UTC")
 
 
-def to_day(parsed: Parsed, timezone: str) -> pl.Expr:
-    """The calendar date: as written for a wall-clock value (a birthdate is not an instant),
-    the date in ``timezone`` of a value with its own offset."""
-    if parsed.offset_us is None:
-        return parsed.wall.dt.date()
-    moment = to_utc(parsed, timezone).dt.convert_time_zone(timezone).dt.date()
-    if parsed.offset_us.meta.is_literal():
-        return moment
-    return pl.when(parsed.offset_us.is_not_null()).then(moment).otherwise(parsed.wall.dt.date())
+def to_day(reading: pl.DataFrame, timezone: str) -> pl.Series:
+    """The calendar date: as written for a wall-clock value, the date in ``timezone`` of a
+    value with its own offset."""
+    offsets = reading["offset"]
+    if offsets.null_count() == len(offsets):
+        return reading["wall"].dt.date()
+    seen = to_utc(reading, timezone).dt.convert_time_zone(timezone).dt.date()
+    return reading.with_columns(seen.alias("seen")).select(
+        pl.when(pl.col("offset").is_not_null()).then(pl.col("seen"))
+        .otherwise(pl.col("wall").dt.date())
+    ).to_series()
 
 
 # ---------------------------------------------------------------- reasons (rejected rows)
@@ -637,23 +704,3 @@ def _shape(fmt: str, kind: str) -> str:
     if fmt == EXCEL:
         return "an Excel serial date (such as 45612 or 45612.5)"
     return f"a {'date' if kind == 'date' else 'date/time'} matching {fmt}"
-
-
-def reason(
-    text: pl.Expr, formats: Sequence[str], kind: str, timezone: str,
-    parse_one: Callable[[pl.Expr, str], Parsed] = parse,
-) -> pl.Expr:
-    """Per row, why the value was refused (for rejected rows only): not the format's shape,
-    not a real date, or a wall-clock time the field's timezone skips."""
-    readings = [parse_one(text, f) for f in formats]
-    matched = [r.matched for r in readings]
-    shape = pl.lit("is not " + describe(formats, kind))
-    impossible = pl.lit("is not a real calendar date or time of day (expected "
-                        + describe(formats, kind) + ")")
-    gap = pl.lit(f"is a time that does not exist in {timezone} (the clocks skip it)")
-    walls = [r.wall.is_not_null() for r in readings]
-    return (
-        pl.when(~pl.any_horizontal(matched)).then(shape)
-        .when(~pl.any_horizontal(walls)).then(impossible)
-        .otherwise(gap)
-    )

@@ -44,7 +44,8 @@ def problem_text(
     if field.type in ("date", "datetime") and field.formats:
         # the value's own reason: not the format's shape, not a real date, or a DST gap
         read = raw if prepared is None else prepared
-        why = dates.reason(read.str.strip_chars(), field.formats, field.type, field.timezone)
+        why = dates.reason_expr(read.str.strip_chars(), field.formats, field.type,
+                                field.timezone)
     invalid = pl.concat_str(
         [pl.lit(f"{path}: "), quoted, pl.lit(f" from {origin} "), why]
     )

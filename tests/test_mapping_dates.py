@@ -363,3 +363,21 @@ def test_failure_reasons_say_what_is_wrong() -> None:
         "(expected an ISO 8601 date/time (such as 2024-11-17T10:00:00Z or 2024-11-17 10:00))",
     ]
     assert not any("in UTC" in m or "in Europe/Madrid" in m for m in messages[:2])
+
+
+def test_epoch_and_excel_from_native_number_columns() -> None:
+    """Parquet exports keep numbers as numbers: an Int64 epoch and a Float64 Excel serial."""
+    doc = {"target": "contacts", "fields": {
+        "_user_id": "id",
+        "s": {"column": "epoch", "type": "datetime", "format": "epoch_ms"},
+        "e": {"column": "serial", "type": "datetime", "format": "excel"},
+    }}
+    frame = pl.DataFrame({"id": ["a", "b"], "epoch": [1731612060123, -1],
+                          "serial": [45612.604166666664, 61.0],
+                          "_source_file": ["t.parquet"] * 2, "_source_row": [1, 2]})
+    mapped = compile_mapping(parse_mapping(json.dumps(doc)), frame.columns).map_batch(
+        SourceBatch("t.parquet", frame))
+    assert [orjson.loads(b) for b in mapped.items["contacts"].bodies] == [
+        {"_user_id": "a", "s": "2024-11-14T19:21:00.123Z", "e": "2024-11-16T14:30:00.000Z"},
+        {"_user_id": "b", "s": "1969-12-31T23:59:59.999Z", "e": "1900-03-01T00:00:00.000Z"},
+    ]

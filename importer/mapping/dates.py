@@ -22,8 +22,10 @@ literal ``Z`` ending the format mean UTC; anything else is a wall-clock time in 
 says is the one reading that cannot shift it.
 
 Formats that cannot work are refused at load time with the directive named
-(:func:`format_problem`). Besides formats, ``format:`` takes ``epoch_s``, ``epoch_ms`` and
-``excel``; without one, datetimes read ISO 8601 (:func:`iso_datetime`).
+(:func:`format_problem`). Besides formats, ``format:`` takes ``iso8601`` (the default of a
+datetime field, :func:`_iso`), ``epoch_s``, ``epoch_ms`` and ``excel``.
+
+The casts use :func:`moment_expr` / :func:`day_expr`; reject messages :func:`reason_expr`.
 """
 
 from __future__ import annotations

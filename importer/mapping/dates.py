@@ -299,22 +299,27 @@ def _round_trip(fmt: str) -> str | None:
 
 def moment_expr(text: pl.Expr, formats: Sequence[str], timezone: str) -> pl.Expr:
     """The UTC instant a trimmed text gives with the first of ``formats`` that reads it."""
-    return text.map_batches(functools.partial(moments, formats=formats, timezone=timezone),
-                            return_dtype=pl.Datetime("us", "UTC"), is_elementwise=True)
+    # a closure, not functools.partial: polars calls a partial twice per batch (polars 2.1)
+    def run(column: pl.Series) -> pl.Series:
+        return moments(column, formats, timezone)
+
+    return text.map_batches(run, return_dtype=pl.Datetime("us", "UTC"), is_elementwise=True)
 
 
 def day_expr(text: pl.Expr, formats: Sequence[str], timezone: str) -> pl.Expr:
     """The calendar date a trimmed text gives (see :func:`days`)."""
-    return text.map_batches(functools.partial(days, formats=formats, timezone=timezone),
-                            return_dtype=pl.Date, is_elementwise=True)
+    def run(column: pl.Series) -> pl.Series:
+        return days(column, formats, timezone)
+
+    return text.map_batches(run, return_dtype=pl.Date, is_elementwise=True)
 
 
 def reason_expr(text: pl.Expr, formats: Sequence[str], kind: str, timezone: str) -> pl.Expr:
     """Per row, why the value was refused (evaluated for rejected rows only)."""
-    return text.map_batches(
-        functools.partial(reasons, formats=formats, kind=kind, timezone=timezone),
-        return_dtype=pl.String, is_elementwise=True,
-    )
+    def run(column: pl.Series) -> pl.Series:
+        return reasons(column, formats, kind, timezone)
+
+    return text.map_batches(run, return_dtype=pl.String, is_elementwise=True)
 
 
 def moments(text: pl.Series, formats: Sequence[str], timezone: str) -> pl.Series:
@@ -331,10 +336,28 @@ def days(text: pl.Series, formats: Sequence[str], timezone: str) -> pl.Series:
     ``timezone`` of a value with its own offset."""
     out: pl.Series | None = None
     for fmt in formats:
-        found = to_day(read(text, fmt), timezone)
+        found = _chrono_day(text, fmt)
+        if found is None:
+            found = to_day(read(text, fmt), timezone)
         out = found if out is None else out.fill_null(found)
     assert out is not None
     return out.rename(text.name)
+
+
+def _chrono_day(text: pl.Series, fmt: str) -> pl.Series | None:
+    """The common case in one step: a date-only format polars reads as Python does
+    (``%Y-%m-%d``, ``%d/%m/%Y``), straight to a Date; None for any other format."""
+    if fmt in NAMED_FORMATS or path_of(fmt) != "chrono":
+        return None
+    tokens = tokenize(fmt)
+    chrono = _chrono_format(tokens)
+    if chrono is None or _names_utc(tokens) or {"H", "M", "S"} & set(directives(fmt)):
+        return None
+    column = pl.col("t")
+    day = column.str.strptime(pl.Date, chrono, strict=False)
+    return pl.DataFrame({"t": text}).select(
+        pl.when(column.str.contains(_guard_pattern(tokens))).then(day)
+    ).to_series()
 
 
 def reasons(text: pl.Series, formats: Sequence[str], kind: str, timezone: str) -> pl.Series:

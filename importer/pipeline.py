@@ -40,8 +40,7 @@ from importer.mapping import (
     CompiledMapping,
     MappedBatch,
     MappingSpec,
-    compile_mapping,
-    load_mapping,
+    load_and_compile,
 )
 from importer.ordering import user_ids_of
 from importer.reconcile import Reconciler
@@ -122,9 +121,9 @@ def plan_import(
 ) -> Plan:
     """Resolve files, load and compile the mapping; raises UsageError subclasses (exit 2)."""
     sources = tuple(resolve_inputs(inputs, read))
-    spec = load_mapping(mapping)
-    compiled = tuple(compile_mapping(spec, s.columns) for s in sources)
-    return Plan(sources, spec, compiled, _fingerprint(sources, spec))
+    # Every problem at once: the mapping's own and each file header's, in one report.
+    spec, compiled = load_and_compile(mapping, [(s.path, s.columns) for s in sources])
+    return Plan(sources, spec, tuple(compiled), _fingerprint(sources, spec))
 
 
 def _fingerprint(sources: Sequence[SourceFile], spec: MappingSpec) -> str:

@@ -24,13 +24,11 @@ import polars as pl
 
 from importer import __version__
 from importer.dedupe import EventIds, dedupe
-from importer.exceptions import MappingError, MappingProblem
+from importer.exceptions import MappingProblem
 from importer.mapping import (
-    CompiledMapping,
     MappedBatch,
     MappingSpec,
-    compile_mapping,
-    load_mapping,
+    load_and_compile,
 )
 from importer.records import Reject, RejectFrame, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
@@ -121,9 +119,9 @@ def validate_files(
     Raises :class:`MappingError` (every problem, across all files' headers, and against
     ``specs`` when given) or :class:`InputError` before reading any row.
     """
-    spec = load_mapping(mapping)
     sources = resolve_inputs(inputs, read)
-    compiled = _compile_all(spec, sources)
+    # the mapping's own problems and every header's column problems, in one report
+    spec, compiled = load_and_compile(mapping, [(s.path, s.columns) for s in sources])
     spec_warnings: tuple[MappingProblem, ...] = ()
     if specs is not None:
         checked, spec_warnings = apply_specs(spec, compiled, specs)
@@ -152,20 +150,6 @@ def validate_files(
     if specs is None:
         return report
     return dataclasses.replace(report, specs_source=specs.source)
-
-
-def _compile_all(spec: MappingSpec, sources: Sequence[SourceFile]) -> list[CompiledMapping]:
-    """Compile for every file first, so all header problems are reported together."""
-    compiled: list[CompiledMapping] = []
-    problems: list[MappingProblem] = []
-    for source in sources:
-        try:
-            compiled.append(compile_mapping(spec, source.columns, source=source.path))
-        except MappingError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise MappingError(spec.path, list(dict.fromkeys(problems)))
-    return compiled
 
 
 @dataclass

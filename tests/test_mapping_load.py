@@ -290,7 +290,7 @@ def test_option_values_are_checked() -> None:
     assert "did you mean 'Europe/Madrid'" in only(problems, "unknown timezone").message
     only(problems, "phone_region 'SP' is not a region code")
     assert "did you mean '%d/%m/%Y'" in only(problems, "has no %-directives").message
-    only(problems, "'%Y-%d' is not a usable date format")
+    only(problems, "format '%Y-%d' has no day: name the day with %d")
     only(problems, 'decimal must be "." or ","')
     only(problems, "differ from the decimal mark")
     only(problems, "si is both a true and a false word")
@@ -536,3 +536,28 @@ def test_internal_column_names_are_refused_in_the_header() -> None:
     spec = parse_mapping(MINIMAL)
     with pytest.raises(MappingError, match="reserved for the importer's own work"):
         compile_mapping(spec, ["id", "__instasent_map__p0"])
+
+
+def test_an_option_without_a_value_is_an_error_not_the_default() -> None:
+    """Issue 15: ``decimal: ,`` inside braces reads as null, and ``decimal:`` is empty; both
+    silently meant "." (1,5 read as 15)."""
+    problems = problems_of(
+        "target: contacts\n"
+        "defaults:\n"
+        "  thousands:\n"
+        "fields:\n"
+        "  _user_id: id\n"
+        "  a: {column: a, type: float, decimal: ,}\n"
+        "  b:\n"
+        "    column: b\n"
+        "    type: float\n"
+        "    decimal:\n"
+        "  c: {column: c, type: datetime, format: }\n"
+    )
+    assert only(problems, "field 'a': `decimal:` has no value").line == 6
+    assert only(problems, "field 'b': `decimal:` has no value").line == 10
+    assert only(problems, "field 'c': `format:` has no value").line == 11
+    assert only(problems, "defaults: `thousands:` has no value").line == 3
+    block = problems_of("target: contacts\nfields:\n  _user_id: id\n  a:\n    column: a\n"
+                        "    decimal: ,\n")
+    assert 'must be quoted: decimal: ","' in only(block, "YAML syntax error").message

@@ -412,7 +412,8 @@ def test_reject_message_quotes_the_raw_value_and_keeps_the_row() -> None:
     (rejected,) = run_field(field, ["  31/02/2024 "])
     assert isinstance(rejected, Rejected)
     assert rejected.message.startswith(
-        "x: '  31/02/2024 ' from column 'c' is not a date matching %d/%m/%Y — "
+        "x: '  31/02/2024 ' from column 'c' is not a real calendar date or time of day "
+        "(expected a date matching %d/%m/%Y) — "
     )
     assert rejected.values == {"id": "u0", "c": "  31/02/2024 "}
 

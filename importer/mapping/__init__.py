@@ -6,15 +6,18 @@ user guide.
 
     spec = load_mapping("mappings/contacts.yaml")        # MappingError lists every problem
     compiled = compile_mapping(spec, source.columns)      # checks columns against the header
+    spec, per_file = load_and_compile(path, [(file, columns), …])  # both, every problem at once
     mapped = compiled.map_batch(batch)                    # items per target, rejects, filtered
 
 Modules: ``_yaml`` (YAML with line numbers), ``shapes`` (the YAML shape, pydantic),
 ``load`` (load_mapping: every problem at once), ``rules`` (Instasent's rules per target),
 ``options`` (type options), ``spec`` (the frozen result), ``casts`` (polars expressions per
-type), ``phone`` (E.164), ``engine`` (compile, map, serialise), ``limits`` (a datasource's per-row
-limits, enforced by the engine under ``--specs``).
+type), ``dates`` (date formats: Python's strptime, ISO 8601, epoch, Excel), ``phone`` (E.164),
+``engine`` (compile, map, serialise), ``check`` (load + compile against every header at once),
+``limits`` (a datasource's per-row limits, enforced by the engine under ``--specs``).
 """
 
+from importer.mapping.check import load_and_compile
 from importer.mapping.engine import (
     CompiledMapping,
     MappedBatch,
@@ -37,6 +40,7 @@ __all__ = [
     "NestedSpec",
     "TargetSpec",
     "compile_mapping",
+    "load_and_compile",
     "load_mapping",
     "parse_mapping",
     "with_limits",

@@ -55,6 +55,8 @@ def read_yaml(text: str) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
+        if exc.problem and any(f"found {c!r}" in exc.problem for c in ",[]{}&*!|>%@`"):
+            problem += ' (a value starting with punctuation must be quoted: decimal: ",")'
         doc.problems.append(MappingProblem(f"YAML syntax error: {problem}", line))
         return doc
     except yaml.YAMLError as exc:

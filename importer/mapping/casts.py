@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import orjson
 import polars as pl
 
-from importer.mapping.options import is_aware_format
+from importer.mapping import dates
 from importer.mapping.spec import (
     CoalesceSource,
     ColumnSource,
@@ -409,27 +409,11 @@ def _date(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         local = prepared.dt.convert_time_zone(field.timezone) if dtype.time_zone else prepared
         day = local.dt.date()
     else:
+        # a date, or a wall-clock time, is taken as written: "19/07/1995" is 1995-07-19
+        # whatever the field's timezone; a time with its own offset is seen in it first
         text = as_text(prepared, dtype)
-        day = pl.coalesce([_day(text, fmt, field.timezone) for fmt in field.formats])
+        day = dates.day_expr(text, field.formats, field.timezone)
     return day.dt.strftime(DATE_OUT)
-
-
-def _day(text: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
-    """The calendar date a text gives with one format (null when it does not match).
-
-    A date, or a wall-clock time, is taken as written: "19/07/1995" is 1995-07-19 whatever the
-    field's timezone (converting its midnight to UTC first would give the day before east of
-    Greenwich). A time with its own offset is seen in the field's timezone first.
-    """
-    if is_aware_format(fmt):
-        return _parse(text, fmt, timezone).dt.convert_time_zone(timezone).dt.date()
-    if not _TIME_DIRECTIVE.search(fmt):
-        return text.str.strptime(pl.Date, fmt, strict=False)
-    return text.str.strptime(pl.Datetime("us"), fmt, strict=False).dt.date()
-
-
-# strftime directives of a time of day (the rest are parts of a date)
-_TIME_DIRECTIVE = re.compile(r"%[-_0^#:.]*\d*[HIklMSfpPzZTRrXcs+]")
 
 
 def _datetime(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -439,17 +423,8 @@ def _datetime(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Exp
         moment = _to_utc(prepared.cast(pl.Datetime("us")), pl.Datetime("us"), field.timezone)
     else:
         text = as_text(prepared, dtype)
-        moment = pl.coalesce([_parse(text, fmt, field.timezone) for fmt in field.formats])
+        moment = dates.moment_expr(text, field.formats, field.timezone)
     return moment.dt.strftime(DATETIME_OUT)
-
-
-def _parse(text: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
-    """Parse with one format into a UTC datetime (null when it does not match)."""
-    if is_aware_format(fmt) and not fmt.endswith("Z"):
-        return text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False)
-    naive = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
-    zone = "UTC" if fmt.endswith("Z") else timezone
-    return _to_utc(naive, pl.Datetime("us"), zone)
 
 
 def _to_utc(expr: pl.Expr, dtype: pl.DataType, timezone: str) -> pl.Expr:
@@ -457,8 +432,7 @@ def _to_utc(expr: pl.Expr, dtype: pl.DataType, timezone: str) -> pl.Expr:
         return expr.dt.convert_time_zone("UTC")
     # a wall-clock time in a DST gap does not exist (null → invalid_date); in the repeated
     # autumn hour the first occurrence is taken
-    local = expr.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-    return local.dt.convert_time_zone("UTC")
+    return dates.local_to_utc(expr, timezone)
 
 
 def _list(field: FieldSpec, prepared: pl.Expr, dtype: pl.DataType) -> pl.Expr:

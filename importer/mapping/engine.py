@@ -58,10 +58,12 @@ from importer.mapping.spec import (
     MappingSpec,
     NestedSpec,
     SkipRule,
+    Source,
     TargetName,
     TargetSpec,
     TemplateSource,
     ValueSource,
+    source_references,
 )
 from importer.records import (
     RAW_LINE,
@@ -129,32 +131,58 @@ def compile_mapping(
 ) -> CompiledMapping:
     """Bind ``spec`` to a file's header; raise :class:`MappingError` on unknown columns.
 
-    ``limits`` (from the datasource's specs, see :mod:`importer.speccheck`) add per-row checks.
+    A column named in the mapping that is in the header only with stray spaces or a no-break
+    space around its name (``"email "``) is matched, with a warning; the source column keeps
+    its name. ``limits`` (from the datasource's specs, see :mod:`importer.speccheck`) add
+    per-row checks.
     """
-    checker = _HeaderCheck(spec, columns, source)
+    checker = _HeaderCheck(columns, source)
+    spec = _renamed(spec, checker.resolve(_references(spec)))
     pass_through: dict[str, tuple[str, ...]] = {
         t.target: checker.pass_through(t) for t in spec.targets
     }
-    checker.references()
+    checker.references(_references(spec))
     if any(p.severity == "error" for p in checker.problems):
         raise MappingError(spec.path, sorted(checker.problems, key=lambda p: p.line))
     warnings = (*spec.warnings, *checker.problems)
     return CompiledMapping(spec, tuple(columns), pass_through, warnings, limits)
 
 
+def header_problems(
+    references: Sequence[tuple[str, int]], columns: Sequence[str], source: str | None = None
+) -> list[MappingProblem]:
+    """The column problems of a mapping that could not be loaded, against one header: so a
+    mapping check reports unknown columns together with type and format problems."""
+    checker = _HeaderCheck(columns, source)
+    checker.references(references, renamed=checker.resolve(references))
+    return checker.problems
+
+
 def with_limits(compiled: CompiledMapping, limits: Limits | None) -> CompiledMapping:
     """The same compiled mapping, enforcing ``limits`` (None: none) on every row."""
-    return CompiledMapping(compiled.spec, compiled.columns, compiled.pass_through,
+    return CompiledMapping(compiled.spec, compiled.columns, compiled.pass_through_columns,
                            compiled.warnings, limits)
 
 
+# what surrounds a header name by accident: spaces, tabs, no-break spaces (str.strip's
+# whitespace), and the zero-width characters spreadsheets leave behind
+_STRAY = "\ufeff\u200b"
+
+
+def attribute_name(column: str) -> str:
+    """The name a column is sent under by ``all_other_columns``: without stray spaces."""
+    return column.strip().strip(_STRAY).strip()
+
+
 class _HeaderCheck:
-    def __init__(self, spec: MappingSpec, columns: Sequence[str], source: str | None) -> None:
-        self.spec = spec
+    def __init__(self, columns: Sequence[str], source: str | None) -> None:
         self.columns = list(columns)
         self.available = [c for c in columns if not is_reserved(c)]
         self.where = f" of {source}" if source else ""
         self.problems: list[MappingProblem] = []
+        self._trimmed: dict[str, list[str]] = {}
+        for column in self.available:
+            self._trimmed.setdefault(attribute_name(column), []).append(column)
         for column in columns:
             if column.startswith(_PREFIX):
                 self.error(f"column {column!r} uses a name reserved for the importer's own "
@@ -166,9 +194,30 @@ class _HeaderCheck:
     def warn(self, message: str, line: int) -> None:
         self.problems.append(MappingProblem(message, line, "warning"))
 
-    def references(self) -> None:
-        for column, line in _references(self.spec):
-            self.check(column, line)
+    def resolve(self, references: Sequence[tuple[str, int]]) -> dict[str, str]:
+        """Mapping names that are header names only once stray spaces are trimmed."""
+        renamed: dict[str, str] = {}
+        for column, line in references:
+            if column in self.columns or column in renamed or is_reserved(column):
+                continue
+            found = self._trimmed.get(attribute_name(column), [])
+            if len(found) == 1:
+                renamed[column] = found[0]
+                self.warn(f"column {column!r} is {found[0]!r} in the header{self.where} "
+                          "(stray spaces or a no-break space around the name); matched", line)
+            elif len(found) > 1:
+                self.error(f"column {column!r} matches several header columns{self.where} "
+                           f"once spaces are trimmed ({', '.join(map(repr, found))}); rename "
+                           "them in the file", line)
+                renamed[column] = found[0]  # reported once, not again as missing
+        return renamed
+
+    def references(
+        self, references: Sequence[tuple[str, int]], renamed: Mapping[str, str] | None = None
+    ) -> None:
+        for column, line in references:
+            if renamed is None or column not in renamed:
+                self.check(column, line)
 
     def check(self, column: str, line: int) -> None:
         if is_reserved(column):
@@ -185,21 +234,42 @@ class _HeaderCheck:
             return ()
         used = {c for f in target.leaves() for c in f.columns}
         names = {f.name for f in target.leaves()}
+        exclude = {attribute_name(name) for name in spec.exclude}
         for name in spec.exclude:
-            if name not in self.columns:
+            if attribute_name(name) not in self._trimmed:
                 self.warn(f"custom_attributes exclude lists {name!r}, which is not in the "
                           f"header{self.where}{did_you_mean(name, self.available)}", spec.line)
         out: list[str] = []
+        sent: dict[str, str] = {}
+        trimmed: list[str] = []
         for column in self.available:
-            if column in used or column in spec.exclude:
+            name = attribute_name(column)
+            if column in used or name in exclude:
                 continue
-            if column in names:
+            if name in names:
                 self.warn(f"column {column!r} is not passed through by all_other_columns: a "
                           "field already has that name", spec.line)
                 continue
-            if not self._pass_through_name_ok(column, spec.line):
+            if not name:
+                self.error(f"column {column!r} has a blank name and cannot be sent by "
+                           "all_other_columns; add it to `exclude:` or name it", spec.line)
                 continue
+            if name in sent:
+                self.error(f"columns {sent[name]!r} and {column!r} would both be sent as "
+                           f"attribute {name!r}; add one to `exclude:`", spec.line)
+                continue
+            if not self._pass_through_name_ok(name, spec.line):
+                continue
+            sent[name] = column
+            if name != column:
+                trimmed.append(column)
             out.append(column)
+        if trimmed:
+            shown = ", ".join(f"{c!r} as {attribute_name(c)!r}" for c in trimmed[:10])
+            more = f" and {len(trimmed) - 10} more" if len(trimmed) > 10 else ""
+            self.warn(f"all_other_columns sends {shown}{more}: stray spaces or no-break spaces "
+                      f"around header names{self.where} are left out of attribute names",
+                      spec.line)
         return tuple(out)
 
     def _pass_through_name_ok(self, column: str, line: int) -> bool:
@@ -217,14 +287,40 @@ def _references(spec: MappingSpec) -> list[tuple[str, int]]:
     refs: list[tuple[str, int]] = [(rule.column, rule.line) for rule in spec.skip_if]
     for target in spec.targets:
         for field in target.leaves():
-            source = field.source
-            if isinstance(source, ColumnSource):
-                refs.append((source.column, source.line or field.line))
-            elif isinstance(source, TemplateSource):
-                refs.extend((c, source.line) for c in source.columns)
-            elif isinstance(source, HashSource | CoalesceSource):
-                refs.extend(zip(source.columns, source.lines, strict=True))
+            refs.extend(source_references(field.source, field.line))
     return refs
+
+
+def _renamed(spec: MappingSpec, renamed: Mapping[str, str]) -> MappingSpec:
+    """``spec`` reading the header's own spelling of the columns in ``renamed``."""
+    if not renamed:
+        return spec
+
+    def name(column: str) -> str:
+        return renamed.get(column, column)
+
+    def source(src: Source) -> Source:
+        if isinstance(src, ColumnSource):
+            return dataclasses.replace(src, column=name(src.column))
+        if isinstance(src, TemplateSource):
+            parts = tuple((text, None if c is None else name(c)) for text, c in src.parts)
+            return dataclasses.replace(src, parts=parts)
+        if isinstance(src, HashSource | CoalesceSource):
+            return dataclasses.replace(src, columns=tuple(map(name, src.columns)))
+        return src
+
+    def field(f: FieldSpec) -> FieldSpec:
+        return dataclasses.replace(f, source=source(f.source))
+
+    def item(i: FieldSpec | NestedSpec) -> FieldSpec | NestedSpec:
+        if isinstance(i, NestedSpec):
+            return dataclasses.replace(i, fields=tuple(map(field, i.fields)))
+        return field(i)
+
+    targets = tuple(dataclasses.replace(t, fields=tuple(map(item, t.fields)))
+                    for t in spec.targets)
+    skip = tuple(dataclasses.replace(r, column=name(r.column)) for r in spec.skip_if)
+    return dataclasses.replace(spec, targets=targets, skip_if=skip)
 
 
 def _short_list(columns: Sequence[str], limit: int = 12) -> str:
@@ -273,7 +369,13 @@ class CompiledMapping:
 
     @property
     def pass_through(self) -> dict[str, tuple[str, ...]]:
-        """Per target, the columns ``all_other_columns`` sends under their own name."""
+        """Per target, the attribute names ``all_other_columns`` sends: each column's own
+        name, without stray spaces (:func:`attribute_name`)."""
+        return {t: tuple(map(attribute_name, c)) for t, c in self._pass_through.items()}
+
+    @property
+    def pass_through_columns(self) -> dict[str, tuple[str, ...]]:
+        """Per target, the header columns ``all_other_columns`` sends."""
         return dict(self._pass_through)
 
     def map_batch(self, batch: SourceBatch) -> MappedBatch:
@@ -366,7 +468,7 @@ class CompiledMapping:
                                 for leaf in leaves])
         rows = checks.get(None, [])
         message = pl.concat_str(
-            [_leaf_message(leaf, schema, checks) for leaf in _distinct(leaves)]
+            [_leaf_message(leaf, schema, checks, bad.schema) for leaf in _distinct(leaves)]
             + [c.message for c in rows],
             separator="; ",
             ignore_nulls=True,
@@ -531,10 +633,12 @@ def _leaf_error(leaf: _Leaf, checks: Mapping[int | None, list[RowCheck]]) -> pl.
 
 
 def _leaf_message(
-    leaf: _Leaf, schema: pl.Schema, checks: Mapping[int | None, list[RowCheck]]
+    leaf: _Leaf, schema: pl.Schema, checks: Mapping[int | None, list[RowCheck]],
+    work: pl.Schema,
 ) -> pl.Expr:
     """The sentence for the code :func:`_leaf_error` picked (null when the field is fine)."""
-    own = problem_text(leaf.field, leaf.path, _error(leaf), schema)
+    prepared = as_text(pl.col(leaf.col("p")), work[leaf.col("p")])
+    own = problem_text(leaf.field, leaf.path, _error(leaf), schema, prepared)
     extra = checks.get(leaf.index)
     if not extra:
         return own
@@ -594,9 +698,10 @@ def _body(
             pieces.append(_member(item.name, members[item.name], send_nulls, lead))
     for column in pass_through:
         lead = "," if flat else ""
-        value = native_json(pl.col(column), schema[column], lead + _key(column),
+        name = attribute_name(column)
+        value = native_json(pl.col(column), schema[column], lead + _key(name),
                             plain=column in plain)
-        pieces.append(_member(column, value, send_nulls, lead))
+        pieces.append(_member(name, value, send_nulls, lead))
     if flat:
         return pl.concat_str([pl.lit("{"), *pieces, pl.lit("}")], ignore_nulls=True)
     members_text = pl.concat_str(pieces, separator=",", ignore_nulls=True)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from importer.exceptions import MappingError, MappingProblem
 from importer.mapping import _yaml
 from importer.mapping._yaml import Path as Path_
-from importer.mapping.options import check_options, did_you_mean
+from importer.mapping.options import Options, check_options, did_you_mean, empty_options
 from importer.mapping.rules import check_target
 from importer.mapping.shapes import (
     CustomShape,
@@ -49,6 +49,7 @@ from importer.mapping.spec import (
     TemplateSource,
     Transform,
     ValueSource,
+    source_references,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -94,8 +95,20 @@ def parse_mapping(text: str, *, path: str = "<mapping>", sha256: str = "") -> Ma
         spec = checker.mapping(doc.value, path, sha)
     problems = [*doc.problems, *checker.problems]
     if any(p.severity == "error" for p in problems) or spec is None:
-        raise MappingError(path, sorted(problems, key=lambda p: p.line))
+        raise MappingLoadError(path, sorted(problems, key=lambda p: p.line), checker.refs)
     return spec
+
+
+class MappingLoadError(MappingError):
+    """A mapping that did not load, with the columns it names and their lines, so that a
+    check against a file's header can report unknown columns in the same pass
+    (:func:`importer.mapping.check.load_and_compile`)."""
+
+    def __init__(
+        self, path: str, problems: Sequence[MappingProblem], references: Sequence[tuple[str, int]]
+    ) -> None:
+        super().__init__(path, problems)
+        self.references = tuple(references)
 
 
 class _Checker:
@@ -104,6 +117,8 @@ class _Checker:
     def __init__(self, doc: _yaml.YamlDoc) -> None:
         self.doc = doc
         self.problems: list[MappingProblem] = []
+        #: every column named by a source or rule, with its line, valid field or not
+        self.refs: list[tuple[str, int]] = []
 
     # -- reporting
 
@@ -180,6 +195,11 @@ class _Checker:
         if data is None:
             return DefaultsShape()
         found = self.shape(DefaultsShape, data, ("defaults",), "defaults")
+        if found is not None:
+            empty = Options()
+            empty_options(found, empty, "defaults")
+            for message, key in empty.problems:
+                self.error(message, ("defaults", key) if key else ("defaults",))
         return found or DefaultsShape()
 
     def targets(self, top: MappingShape, defaults: DefaultsShape) -> list[TargetSpec]:
@@ -299,6 +319,8 @@ class _Checker:
         if shape is None:
             return None
         source = self.source(shape, path, what)
+        if source is not None:
+            self.refs.extend(source_references(source, self.doc.line(path)))
         kind = next((t for t in FIELD_TYPES if t == shape.type), None)
         if kind is None:
             self.error(
@@ -482,6 +504,7 @@ class _Checker:
                 continue
             taken.add(column)
             line = self.doc.line(where)
+            self.refs.append((column, line))
             out.append(FieldSpec(name=column, line=line, source=ColumnSource(column, line)))
         return out
 
@@ -497,6 +520,7 @@ class _Checker:
             shape = self.shape(SkipShape, item, path, "a skip_if rule")
             if shape is None:
                 continue
+            self.refs.append((shape.column, self.doc.line(path)))
             rule = self.skip_rule(shape, path)
             if rule:
                 rules.append(rule)

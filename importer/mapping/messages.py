@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from importer.mapping import dates
 from importer.mapping.casts import raw_text
-from importer.mapping.options import ISO_DATE_FORMATS, ISO_DATETIME_FORMATS
 from importer.mapping.spec import (
     ColumnSource,
     FieldSpec,
@@ -26,8 +26,12 @@ REMEDY = (
 )
 
 
-def problem_text(field: FieldSpec, path: str, code: pl.Expr, schema: pl.Schema) -> pl.Expr:
-    """The sentence for one field of a rejected row (null when that field is fine)."""
+def problem_text(
+    field: FieldSpec, path: str, code: pl.Expr, schema: pl.Schema,
+    prepared: pl.Expr | None = None,
+) -> pl.Expr:
+    """The sentence for one field of a rejected row (null when that field is fine);
+    ``prepared``: the text the type read (after transforms), for reasons that depend on it."""
     origin = describe_source(field)
     required = f"{path} is required but {origin} is empty"
     raw = raw_text(field.source, schema)
@@ -36,8 +40,14 @@ def problem_text(field: FieldSpec, path: str, code: pl.Expr, schema: pl.Schema) 
          pl.when(raw.str.len_chars() > 120).then(pl.lit("…")).otherwise(pl.lit("")),
          pl.lit("'")]
     )
+    why = pl.lit(expectation(field))
+    if field.type in ("date", "datetime") and field.formats:
+        # the value's own reason: not the format's shape, not a real date, or a DST gap
+        read = raw if prepared is None else prepared
+        why = dates.reason_expr(read.str.strip_chars(), field.formats, field.type,
+                                field.timezone)
     invalid = pl.concat_str(
-        [pl.lit(f"{path}: "), quoted, pl.lit(f" from {origin} {expectation(field)}")]
+        [pl.lit(f"{path}: "), quoted, pl.lit(f" from {origin} "), why]
     )
     return (
         pl.when(code == "required_missing").then(pl.lit(required))
@@ -82,10 +92,4 @@ def expectation(field: FieldSpec) -> str:
 
 
 def _date_expectation(field: FieldSpec) -> str:
-    if field.formats in (ISO_DATE_FORMATS, ISO_DATETIME_FORMATS):
-        shape = "an ISO 8601 date (YYYY-MM-DD)" if field.type == "date" else (
-            "an ISO 8601 date/time")
-    else:
-        shape = "a date matching " + " or ".join(field.formats)
-    zone = f" in {field.timezone}" if field.type == "datetime" else ""
-    return f"is not {shape}{zone}"
+    return "is not " + dates.describe(field.formats, field.type)

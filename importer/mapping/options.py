@@ -6,17 +6,16 @@ each option's value read as one table.
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import functools
-import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import phonenumbers
-import polars as pl
+
+from importer.mapping import dates
 
 #: option -> the field types it applies to
 APPLIES: dict[str, tuple[str, ...]] = {
@@ -32,19 +31,9 @@ APPLIES: dict[str, tuple[str, ...]] = {
 DEFAULTABLE = ("phone_region", "timezone", "decimal", "thousands", "true_values", "false_values")
 THOUSANDS = (".", ",", " ", "'", "_")
 
-#: ISO 8601 shapes tried in order when a datetime field gives no ``format``.
-ISO_DATETIME_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S%.f%:z",
-    "%Y-%m-%dT%H:%M:%S%.f%z",
-    "%Y-%m-%dT%H:%M:%S%.fZ",
-    "%Y-%m-%d %H:%M:%S%.f%:z",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
-)
-ISO_DATE_FORMATS = ("%Y-%m-%d",)
+#: The formats of a field without ``format:`` (see :mod:`importer.mapping.dates`).
+ISO_DATETIME_FORMATS = (dates.ISO_DATETIME,)
+ISO_DATE_FORMATS = (dates.ISO_DATE,)
 
 # common spreadsheet spellings -> strftime, for the "did you mean" of a format without %
 _SPREADSHEET_TOKENS = (
@@ -90,6 +79,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def check_options(shape: _HasOptions, defaults: Any, what: str) -> Options:
     """Check the options given on one field, then fill the rest from ``defaults``."""
     out = Options()
+    empty_options(shape, out, what)
     for key, types in APPLIES.items():
         if getattr(shape, key) is not None and shape.type not in types:
             out.problem(
@@ -115,6 +105,19 @@ def check_options(shape: _HasOptions, defaults: Any, what: str) -> Options:
     return out
 
 
+def empty_options(shape: Any, out: Options, what: str) -> None:
+    """An option written with no value (``decimal:``, or ``decimal: ,`` in a flow mapping,
+    which YAML reads as null) is a mistake, not a request for the default: ``decimal`` would
+    silently become ``.`` and 1,5 be read as 15."""
+    given: set[str] = getattr(shape, "model_fields_set", set())
+    for key in dict.fromkeys((*APPLIES, *DEFAULTABLE)):
+        if key in given and getattr(shape, key, None) is None:
+            quote = ' (quote punctuation: decimal: ",")' if key in ("decimal",
+                                                                    "thousands") else ""
+            out.problem(f"{what}: `{key}:` has no value{quote}; give one or remove the key",
+                        key)
+
+
 def _formats(shape: _HasOptions, out: Options, what: str) -> None:
     if shape.type not in ("date", "datetime"):
         return
@@ -133,25 +136,15 @@ def _formats(shape: _HasOptions, out: Options, what: str) -> None:
 
 
 def format_problem(fmt: str, kind: str) -> str | None:
-    if "%" not in fmt:
+    if "%" not in fmt and fmt not in dates.NAMED_FORMATS:
         guess = fmt
         for token, directive in _SPREADSHEET_TOKENS:
             guess = guess.replace(token, directive)
         hint = f" (did you mean {guess!r}?)" if "%" in guess else ""
-        return f"format {fmt!r} has no %-directives{hint}; formats use strftime codes"
-    # polars accepts unknown directives silently, so a format must parse its own output back
-    # to the same calendar day to count as valid.
-    ref = pl.Series([dt.datetime(2001, 2, 3, 4, 5, 6, 789000)])
-    try:
-        text = ref.dt.strftime(fmt)
-        back = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
-        same_day = back.dt.date().to_list() == ref.dt.date().to_list()
-    except Exception:  # polars raises several error types for a bad directive
-        same_day = False
-    if not same_day:
-        return (f"format {fmt!r} is not a usable {kind} format: it must name the year, month "
-                "and day with strftime codes such as %d/%m/%Y")
-    return None
+        named = ", ".join(dates.NAMED_FORMATS)
+        return (f"format {fmt!r} has no %-directives{hint}; formats use Python's strptime "
+                f"codes, or one of {named}")
+    return dates.format_problem(fmt, kind)
 
 
 @functools.cache
@@ -211,8 +204,3 @@ def _phone(region: str | None, out: Options, what: str) -> None:
                     "alpha-2 such as ES", "phone_region")
         return
     out.values["phone_region"] = code
-
-
-def is_aware_format(fmt: str) -> bool:
-    """Whether a datetime format carries its own offset (``%z``) or a literal UTC ``Z``."""
-    return bool(re.search(r"%[:#]*z", fmt)) or fmt.endswith("Z")

@@ -166,3 +166,15 @@ def source_columns(source: Source) -> tuple[str, ...]:
     if isinstance(source, HashSource | CoalesceSource):
         return source.columns
     return ()
+
+
+def source_references(source: Source, line: int) -> list[tuple[str, int]]:
+    """The columns a source reads, each with the YAML line naming it (``line``: the field's,
+    for a source without its own)."""
+    if isinstance(source, ColumnSource):
+        return [(source.column, source.line or line)]
+    if isinstance(source, TemplateSource):
+        return [(c, source.line) for c in source.columns]
+    if isinstance(source, HashSource | CoalesceSource):
+        return list(zip(source.columns, source.lines, strict=True))
+    return []

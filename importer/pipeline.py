@@ -12,13 +12,14 @@ event loop keeps posting while the next rows are prepared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from importer import __version__, eventloop
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
+from importer.crash import stopped
 from importer.datasource import fetch_stream
 from importer.exceptions import MappingProblem
 from importer.journal import DEFAULT_STATE_DIR, Journal
@@ -47,7 +49,7 @@ from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
-from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
+from importer.upload import ChunkResult, OutageState, Uploader, UploadSettings, UploadStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class Progress:
     rows_read: int
     accepted: int
     rejected: int
+    # While the API is down: since when, how long so far, how long it is waited out.
+    outage: OutageState | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -231,7 +235,7 @@ class _Run:
         for chunk in chunks:
             self.reconciler.on_unsent(chunk)
 
-    async def chunks(self, target: Target, first_pass: bool) -> AsyncIterator[Chunk]:
+    async def chunks(self, target: Target, first_pass: bool) -> AsyncGenerator[Chunk, None]:
         """Chunks of one target, with read/map outcomes reconciled on the way.
 
         On a stop, everything already read is still accounted for (its chunks as unsent) and
@@ -306,10 +310,15 @@ class _Run:
         t = self.reconciler.tally
         total = sum(s.total for s in self.plan.sources)
         unit = self.plan.sources[0].total_unit
+        outage = self.uploader.outage.state() if self.uploader is not None else None
         self.progress(
             Progress(self._phase, unit, self._done_bytes, total, t.rows_read, t.accepted,
-                     t.rejected)
+                     t.rejected, outage)
         )
+
+    def on_outage(self, _state: OutageState | None) -> None:
+        """The API went down or came back: the progress line says so at once."""
+        self._report_progress()
 
 
 _END = object()
@@ -371,10 +380,9 @@ async def arun_import(
     journal = None
     earlier = Earlier()
     spec_warnings: tuple[MappingProblem, ...] = ()
+    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
     if not options.dry_run:
-        journal = Journal(
-            options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
-        )
+        journal = Journal(state_dir)
     client = ApiClient(
         credentials,
         timeout=options.timeout,
@@ -397,8 +405,17 @@ async def arun_import(
         run = _Run(plan, options, progress, earlier, journal)
         try:
             stats = await _send_all(run, client, options)
-        finally:
             run.close()
+        except Exception as exc:
+            # The first unexpected error ends the run (exit 1, one line, the traceback in a
+            # log); what was acknowledged is journaled, so --resume continues from there.
+            with contextlib.suppress(Exception):
+                run.close()
+            if journal is not None:
+                with contextlib.suppress(Exception):
+                    journal.finish(plan.run_id, "aborted")
+            raise stopped(exc, state_dir=state_dir, secrets=(credentials.token,),
+                          run_id=plan.run_id) from None
         tally = run.reconciler.finish()
         if journal is not None:
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
@@ -463,16 +480,24 @@ async def _send_all(run: _Run, client: ApiClient, options: RunOptions) -> Upload
     if options.dry_run:
         return await _dry_run(run, options)
     uploader = Uploader(
-        client, options.upload, on_result=run.on_result, on_unsent=run.reconciler.on_unsent
+        client, options.upload, on_result=run.on_result, on_unsent=run.reconciler.on_unsent,
+        on_outage=run.on_outage,
     )
     run.uploader = uploader
     for i, target in enumerate(run.plan.targets):
         if run._stopping:
             break
-        await uploader.run(run.chunks(target, first_pass=i == 0))
+        # (closed here, not by the garbage collector: an error in a worker must still wait
+        # for the batch being read and close the reader before the run ends)
+        async with contextlib.aclosing(run.chunks(target, first_pass=i == 0)) as chunks:
+            await uploader.run(chunks)
     if uploader.fatal is not None and run.aborted is None:
         status = uploader.fatal.status or 0
         run.aborted = auth_message(status, client.credentials)
+    if uploader.outage_abort is not None and run.aborted is None:
+        run.aborted = (f"{uploader.outage_abort}; the rows not sent are counted as not "
+                       "attempted — re-run the same command with --resume once the API is "
+                       "back")
     return uploader.stats
 
 

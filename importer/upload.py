@@ -7,8 +7,13 @@ HTTP meaning lives in :func:`importer.client.interpret`; this module decides *wh
   bursting into 429s. A 429 pauses the whole endpoint until the reset (plus jitter).
 - :class:`AdaptiveLimit` bounds requests in flight: it grows while responses are clean and
   shrinks on 429s and server faults (AIMD), under a cap; ``--concurrency`` pins it.
-- :class:`Uploader` runs the workers; each finished chunk is handed to ``on_result`` as a
-  :class:`ChunkResult` with one outcome per item, in the chunk's order.
+- :class:`Uploader` runs the workers in a task group: each finished chunk is handed to
+  ``on_result`` as a :class:`ChunkResult` with one outcome per item, in the chunk's order; the
+  first unexpected error in any worker cancels the others and ends :meth:`Uploader.run`
+  (a dead worker must never leave the run waiting forever for the chunks it held).
+- :class:`OutageMonitor` notices an API that answers nothing but connection errors and 5xx:
+  the workers stop spending the rows' attempts, one probe at a time checks (with backoff)
+  whether it is back, for up to ``outage_wait`` seconds; past that the run stops (resumable).
 
 Clock, sleep and randomness are injected so tests never really wait.
 """
@@ -66,6 +71,9 @@ class UploadSettings:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     rate_jitter: float = 0.25  # seconds of jitter added after a window reset
+    # How long an outage (every recent request failed: no connection, or 5xx) is waited out,
+    # probing, before the run stops (``--outage-wait``).
+    outage_wait: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +302,124 @@ class _Handoff:
                 return
 
 
+#: This many requests in a row ending in a connection error, a timeout or a 5xx, with no
+#: answer between them, mean the API is down (not one flaky request): at 10% random 5xx a
+#: false alarm is a 1-in-100,000 event per request, and costs a probe.
+OUTAGE_STREAK = 5
+#: Probes during an outage start this far apart and double, up to the cap.
+PROBE_FIRST = 0.5
+PROBE_CAP = 30.0
+#: How often a worker held back by an outage looks again (so it follows a probe's success).
+OUTAGE_POLL = 0.2
+
+
+class OutageTimeout(Exception):
+    """Internal: an outage lasted longer than ``outage_wait``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutageState:
+    """What the progress line shows while the API is down."""
+
+    since: float  # clock time the outage was noticed
+    waited: float  # seconds so far
+    wait: float  # seconds it is waited out before the run stops
+    probes: int  # failed probes so far
+
+
+class OutageMonitor:
+    """Counts consecutive failures of every request; past :data:`OUTAGE_STREAK` the API is
+    down: requests wait at :meth:`gate`, which lets one probe through at a time, with
+    backoff, until one gets an answer. Failures while down are not the rows' fault and do not
+    count as their attempts (a row's attempts are spent only on a live API)."""
+
+    def __init__(self, *, wait: float, clock: Clock, sleep: Sleep,
+                 on_change: Callable[[OutageState | None], None] | None = None) -> None:
+        self.wait = wait
+        self._clock = clock
+        self._sleep = sleep
+        self._on_change = on_change
+        self.streak = 0
+        self.down_since: float | None = None
+        self._probing = False
+        self._delay = PROBE_FIRST
+        self._next_probe = 0.0
+        self.probes = 0
+        self.outages = 0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    async def gate(self) -> bool:
+        """Before a request: wait while the API is down. True when this request is the
+        probe; raises OutageTimeout once the outage outlasts ``wait``."""
+        while self.down_since is not None:
+            now = self._clock()
+            left = self.down_since + self.wait - now
+            if left <= 0:
+                raise OutageTimeout(self.describe())
+            if not self._probing and now >= self._next_probe:
+                self._probing = True
+                return True
+            await self._sleep(max(min(OUTAGE_POLL, self._next_probe - now, left), 0.01))
+        return False
+
+    def alive(self, probe: bool) -> None:
+        """A request got an answer (any but a 5xx): the API is up."""
+        self.streak = 0
+        if probe:
+            self._probing = False
+        if self.down_since is not None:
+            self.down_since = None
+            self._probing = False
+            self._delay = PROBE_FIRST
+            self._changed()
+
+    def failed(self, probe: bool) -> bool:
+        """A request ended in a connection error, a timeout or a 5xx. True when it counts as
+        an attempt (the API was not known to be down)."""
+        self.streak += 1
+        now = self._clock()
+        if self.down_since is None:
+            if self.streak < OUTAGE_STREAK:
+                return True
+            self.down_since = now
+            self.outages += 1
+            self._delay = PROBE_FIRST
+            self._next_probe = now + self._delay
+            self.probes = 0
+            self._changed()
+            return False
+        if probe:
+            self._probing = False
+            self.probes += 1
+            self._delay = min(self._delay * 2, PROBE_CAP)
+            self._next_probe = now + self._delay
+            self._changed()
+        return False
+
+    def abandon(self, probe: bool) -> None:
+        """The probe ended without an outcome (cancelled): let another one through."""
+        if probe:
+            self._probing = False
+
+    def state(self) -> OutageState | None:
+        if self.down_since is None:
+            return None
+        return OutageState(self.down_since, self._clock() - self.down_since, self.wait,
+                           self.probes)
+
+    def describe(self) -> str:
+        waited = self._clock() - (self.down_since or self._clock())
+        return (f"the API answered every request with a connection error or a 5xx for "
+                f"{waited:,.0f} s (--outage-wait {self.wait:g} s)")
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.state())
+
+
 class FatalResponse(Exception):
     """Internal: a 401/404 answered a batch; carries the response."""
 
@@ -315,6 +441,7 @@ class Uploader:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_outage: Callable[[OutageState | None], None] | None = None,
     ) -> None:
         self._client = client
         self.settings = settings
@@ -329,6 +456,9 @@ class Uploader:
         self.stats = UploadStats()
         self.fatal: BatchResponse | None = None
         self.stop_requested = False
+        self.outage = OutageMonitor(wait=settings.outage_wait, clock=clock, sleep=sleep,
+                                    on_change=on_outage)
+        self.outage_abort: str | None = None  # why the run stopped: an outage outlasted
 
     def _pacer(self, target: str) -> RatePacer:
         pacer = self._pacers.get(target)
@@ -348,24 +478,28 @@ class Uploader:
 
     @property
     def stopping(self) -> bool:
-        return self.stop_requested or self.fatal is not None
+        return self.stop_requested or self.fatal is not None or self.outage_abort is not None
 
     async def run(self, chunks: AsyncIterator[Chunk]) -> None:
         """Send every chunk; returns when all are answered or the run stopped.
 
-        After a stop, every chunk that was not sent is handed to ``on_unsent``.
+        After a stop, every chunk that was not sent is handed to ``on_unsent``. An unexpected
+        error in a worker (say, the rejects file cannot be written) cancels the others and
+        the producer, and is raised (in an ExceptionGroup): the run ends instead of waiting
+        for a worker that is gone.
         """
         handoff = _Handoff(high=self.limit.cap * 2, low=self.limit.cap)
-        workers = [asyncio.create_task(self._worker(handoff)) for _ in range(self.limit.cap)]
-        try:
-            async for chunk in chunks:
-                if self.stopping:
-                    self._on_unsent(chunk)
-                    continue
-                await handoff.put(chunk)
-        finally:
-            handoff.close()
-            await asyncio.gather(*workers)
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(self.limit.cap):
+                workers.create_task(self._worker(handoff))
+            try:
+                async for chunk in chunks:
+                    if self.stopping:
+                        self._on_unsent(chunk)
+                        continue
+                    await handoff.put(chunk)
+            finally:
+                handoff.close()
 
     async def _worker(self, handoff: _Handoff) -> None:
         while (chunk := await handoff.get()) is not None:
@@ -381,6 +515,11 @@ class Uploader:
         except FatalResponse as exc:
             if self.fatal is None:
                 self.fatal = exc.response
+            self._on_unsent(chunk)
+            return
+        except OutageTimeout as exc:
+            if self.outage_abort is None:
+                self.outage_abort = str(exc)
             self._on_unsent(chunk)
             return
         if result is not None:
@@ -404,17 +543,24 @@ class Uploader:
         waits = 0
         body = chunk.body
         while True:
+            probe = await self.outage.gate()
             await self.limit.acquire()
             await pacer.acquire()
             attempts += 1
             self.stats.requests += 1
             try:
                 response = await self._client.post_items(chunk.target, body)
+            except asyncio.CancelledError:
+                self.outage.abandon(probe)
+                raise
             except httpx.TransportError as exc:
                 pacer.failed()
                 self.limit.release("fault")
                 self.stats.statuses[type(exc).__name__] += 1
                 outcome = f"{type(exc).__name__} (no response)"
+                if not self.outage.failed(probe):
+                    attempts -= 1  # the API is down: not this row's attempt
+                    continue
                 if attempts >= self.settings.max_attempts:
                     return self._give_up(chunk, None, attempts, outcome)
                 await self._backoff(attempts)
@@ -428,6 +574,8 @@ class Uploader:
                 known=known,
             )
             self.stats.statuses[str(response.status_code)] += 1
+            if answer.verdict is not Verdict.RETRY:
+                self.outage.alive(probe)
             if answer.verdict is Verdict.RATE:
                 pacer.done(answer.rate)
                 pacer.rate_limited(answer.rate)
@@ -441,6 +589,9 @@ class Uploader:
             pacer.done(answer.rate)
             if answer.verdict is Verdict.RETRY:
                 self.limit.release("fault")
+                if not self.outage.failed(probe):
+                    attempts -= 1  # the API is down: not this row's attempt
+                    continue
                 if attempts >= self.settings.max_attempts:
                     return self._give_up(chunk, answer.status, attempts, answer.message)
                 await self._backoff(attempts)

@@ -412,7 +412,9 @@ def retry(rejects: str, mapping: str | None, include_all: bool, **kw: Any) -> No
     if not args.quiet:
         click.echo(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} "
                    f"with {plan.mapping}", err=True)
-    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects)
+    # A fresh retry writes the next .retryN file; a killed one, resumed or restarted, goes
+    # on with the file it began (the pipeline finds it in the journal).
+    options = dataclasses.replace(args.options, fresh_rejects_path=plan.output_rejects)
     _import([plan.input_path], plan.mapping, dataclasses.replace(args, options=options))
 
 

@@ -49,6 +49,7 @@ from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
+from importer.statelock import StateLock
 from importer.upload import ChunkResult, OutageState, Uploader, UploadSettings, UploadStats
 
 
@@ -63,6 +64,9 @@ class RunOptions:
     timeout: float = 30.0
     max_rejects: int | None = None
     rejects_path: str | None = None
+    # Where a fresh run's rejects go when ``rejects_path`` is not given (``retry``: the next
+    # ``.retryN`` name); an unfinished run keeps the file it began either way.
+    fresh_rejects_path: str | None = None
     dry_run: bool = False
     dry_run_output: str | None = None  # NDJSON of what would be sent
     # The journal's directory; None: $INSTASENT_STATE_DIR, else .instasent-import/
@@ -116,11 +120,32 @@ def plan_import(
 
 
 def _fingerprint(sources: Sequence[SourceFile], spec: MappingSpec) -> str:
+    """The run's identity: its inputs (canonical paths: ``./x.csv``, ``x.csv`` and the
+    absolute path are one file), their sizes and times, and the mapping's hash."""
     h = hashlib.sha256(spec.sha256.encode())
     for s in sources:
         st = Path(s.path).stat()
-        h.update(f"\0{s.path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(f"\0{os.path.realpath(s.path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def _canonical_inputs(plan: Plan) -> tuple[str, ...]:
+    return tuple(os.path.realpath(s.path) for s in plan.sources)
+
+
+def _reuse_rejects(journal: Journal, run_id: str, options: RunOptions) -> RunOptions:
+    """An unfinished run keeps its rejects file, resumed (appended to) or restarted
+    (started over) — unless ``--rejects`` says otherwise. A ``retry`` killed and resumed must
+    go on writing the ``.retryN`` file it began, not start ``.retryN+1`` and strand it."""
+    if options.rejects_path is not None:
+        return options
+    record = journal.get(run_id)
+    if record is None or record.status == "finished":
+        return options
+    earlier = record.meta.get("rejects_path")
+    if not earlier:
+        return options
+    return dataclasses.replace(options, rejects_path=str(earlier))
 
 
 class _Run:
@@ -381,8 +406,17 @@ async def arun_import(
     earlier = Earlier()
     spec_warnings: tuple[MappingProblem, ...] = ()
     state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    lock = None
     if not options.dry_run:
-        journal = Journal(state_dir)
+        # One run at a time over a journal, checked before anything is read from it.
+        lock = StateLock(state_dir)
+        lock.acquire()
+        try:
+            journal = Journal(state_dir)
+            options = _reuse_rejects(journal, plan.run_id, options)
+        except BaseException:
+            lock.release()
+            raise
     client = ApiClient(
         credentials,
         timeout=options.timeout,
@@ -391,7 +425,8 @@ async def arun_import(
     )
     try:
         if journal is not None:
-            refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume)
+            refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume,
+                                 inputs=_canonical_inputs(plan), mapping_sha=plan.spec.sha256)
         if not options.dry_run:
             # GET /stream: 401/404 stop here, nothing sent; connection failures say which.
             await fetch_stream(client, timeout=options.timeout, settings=options.upload)
@@ -401,7 +436,7 @@ async def arun_import(
             plan = dataclasses.replace(plan, compiled=compiled)
         if journal is not None:
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
-                              options.resume)
+                              options.resume, inputs=tuple(s.path for s in plan.sources))
         run = _Run(plan, options, progress, earlier, journal)
         try:
             stats = await _send_all(run, client, options)
@@ -423,6 +458,8 @@ async def arun_import(
         await client.aclose()
         if journal is not None:
             journal.close()
+        if lock is not None:
+            lock.release()
     return ImportReport(
         rows_read=tally.rows_read,
         accepted=tally.accepted,
@@ -461,14 +498,16 @@ async def arun_import(
 
 
 def _rejects_path(plan: Plan, options: RunOptions) -> str:
-    """``--rejects``, else beside the first input."""
+    """``--rejects``, else the caller's choice for a fresh run, else beside the first input."""
     first = plan.sources[0]
-    return options.rejects_path or str(default_rejects_path(first.path, first.format))
+    return (options.rejects_path or options.fresh_rejects_path
+            or str(default_rejects_path(first.path, first.format)))
 
 
 def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
     return {
-        "inputs": [s.path for s in plan.sources],
+        "inputs": list(_canonical_inputs(plan)),
+        "cwd": os.getcwd(),  # where the row keys' relative file names are rooted
         "mapping": str(Path(plan.spec.path).resolve()),
         "mapping_sha256": plan.spec.sha256,
         "rejects_path": _rejects_path(plan, options),

@@ -133,9 +133,13 @@ def plan_retry(
     target = Path(state_dir) / f"retry-{digest}.{source.format}"
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not target.exists():
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Written aside and renamed: a retry killed here, or one started alongside, never
+        # finds a half-written file under the final name (its name is its content).
+        part = target.with_name(f"{target.name}.{os.getpid()}.part")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.replace(part, target)
     return RetryPlan(
         input_path=str(target),
         mapping=chosen,

@@ -33,7 +33,7 @@ from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.crash import stopped
 from importer.datasource import fetch_stream
-from importer.exceptions import MappingProblem
+from importer.exceptions import ImporterError, MappingProblem
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
     CompiledMapping,
@@ -407,22 +407,29 @@ async def arun_import(
     spec_warnings: tuple[MappingProblem, ...] = ()
     state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
     lock = None
+
+    def unexpected(exc: Exception) -> ImporterError:
+        """Anything but the importer's own errors: one line, the traceback in a log."""
+        return stopped(exc, state_dir=state_dir, secrets=(credentials.token,),
+                       run_id=plan.run_id)
+
     if not options.dry_run:
         # One run at a time over a journal, checked before anything is read from it.
         lock = StateLock(state_dir)
-        lock.acquire()
         try:
+            lock.acquire()
             journal = Journal(state_dir)
             options = _reuse_rejects(journal, plan.run_id, options)
-        except BaseException:
+        except Exception as exc:
             lock.release()
-            raise
+            raise unexpected(exc) from None
     client = ApiClient(
         credentials,
         timeout=options.timeout,
         max_connections=max(options.upload.concurrency or options.upload.max_concurrency, 1),
         transport=transport,
     )
+    ended = False  # the body below ran to its end (else an error is on its way out)
     try:
         if journal is not None:
             refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume,
@@ -441,7 +448,7 @@ async def arun_import(
         try:
             stats = await _send_all(run, client, options)
             run.close()
-        except Exception as exc:
+        except Exception:
             # The first unexpected error ends the run (exit 1, one line, the traceback in a
             # log); what was acknowledged is journaled, so --resume continues from there.
             with contextlib.suppress(Exception):
@@ -449,17 +456,24 @@ async def arun_import(
             if journal is not None:
                 with contextlib.suppress(Exception):
                     journal.finish(plan.run_id, "aborted")
-            raise stopped(exc, state_dir=state_dir, secrets=(credentials.token,),
-                          run_id=plan.run_id) from None
+            raise
         tally = run.reconciler.finish()
         if journal is not None:
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
+        ended = True
+    except Exception as exc:
+        raise unexpected(exc) from None
     finally:
         await client.aclose()
-        if journal is not None:
-            journal.close()
-        if lock is not None:
-            lock.release()
+        try:
+            if journal is not None:
+                journal.close()
+        except Exception as exc:
+            if ended:  # (else the error on its way out says more)
+                raise unexpected(exc) from None
+        finally:
+            if lock is not None:
+                lock.release()
     return ImportReport(
         rows_read=tally.rows_read,
         accepted=tally.accepted,

@@ -524,7 +524,8 @@ def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
         "cwd": os.getcwd(),  # where the row keys' relative file names are rooted
         "mapping": str(Path(plan.spec.path).resolve()),
         "mapping_sha256": plan.spec.sha256,
-        "rejects_path": _rejects_path(plan, options),
+        # absolute: a --resume from another directory must find the same file
+        "rejects_path": os.path.abspath(_rejects_path(plan, options)),
         "targets": list(plan.targets),
     }
 

@@ -42,6 +42,7 @@ from importer.mapping import (
     compile_mapping,
     load_mapping,
 )
+from importer.outage import OutageState
 from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
@@ -50,7 +51,7 @@ from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
 from importer.statelock import StateLock
-from importer.upload import ChunkResult, OutageState, Uploader, UploadSettings, UploadStats
+from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
 
 
 @dataclass(frozen=True, slots=True)

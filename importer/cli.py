@@ -117,6 +117,26 @@ def _parse_statuses(_ctx: click.Context, _param: click.Parameter, value: str) ->
 
 
 _rate = click.FloatRange(0.0, 1.0)
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_duration(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    """``600``, ``90s``, ``10m`` or ``1h``, in seconds."""
+    text = value.strip().lower()
+    scale = _UNITS.get(text[-1:], 0.0)
+    try:
+        seconds = float(text[:-1] if scale else text) * (scale or 1.0)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected seconds, or a duration such as 90s, "
+                                 "10m or 1h") from None
+    if not 0 <= seconds <= 7 * 86400:
+        raise click.BadParameter(f"{value!r}: expected between 0 and 7 days")
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 @cli.command()
@@ -230,12 +250,19 @@ class _ProgressPrinter:
         self._bar: Any = None
         self._phase = ""
         self._last = self._started = time.monotonic()
+        self._outage_shown = False
+        self._outage_probes = -1
 
     def __call__(self, p: Progress) -> None:
         if self.quiet:
             return
         if self.tty:
             self._update_bar(p)
+            return
+        probes = p.outage.probes if p.outage is not None else -1
+        if (p.outage is not None) != self._outage_shown or probes != self._outage_probes:
+            self._outage_probes = probes
+            self._outage_line(p)
             return
         now = time.monotonic()
         if now - self._last >= self.interval:
@@ -247,6 +274,22 @@ class _ProgressPrinter:
                 f"rejected {p.rejected:,} · {p.done / max(p.total, 1):.0%} of input",
                 err=True,
             )
+
+    def _outage_line(self, p: Progress) -> None:
+        """An outage starting, probed again or over: said at once, not at the next tick."""
+        state = p.outage
+        if state is None:
+            if self._outage_shown:
+                self._outage_shown = False
+                click.echo(f"[{p.phase}] the API answers again: sending resumed", err=True)
+            return
+        self._outage_shown = True
+        click.echo(
+            f"[{p.phase}] the API is down (connection errors or 5xx on every request) for "
+            f"{_duration(state.waited)}: sending paused, probing (probe {state.probes + 1}); "
+            f"the run stops after --outage-wait {_duration(state.wait)}",
+            err=True,
+        )
 
     def _update_bar(self, p: Progress) -> None:
         from tqdm import tqdm
@@ -260,8 +303,10 @@ class _ProgressPrinter:
             )
         self._bar.n = p.done
         elapsed = max(time.monotonic() - self._started, 1e-9)
+        outage = {} if p.outage is None else {
+            "API_DOWN": f"{_duration(p.outage.waited)} of {_duration(p.outage.wait)}"}
         self._bar.set_postfix(rows=p.rows_read, rows_s=f"{p.rows_read / elapsed:,.0f}",
-                              ok=p.accepted, rejected=p.rejected, refresh=False)
+                              ok=p.accepted, rejected=p.rejected, **outage, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
@@ -288,6 +333,10 @@ _RUN_OPTIONS = (
                  "rejects."),
     click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
                  help="Seconds per request."),
+    click.option("--outage-wait", default="10m", show_default=True, callback=_parse_duration,
+                 help="When every request fails (no connection, or 5xx), pause and probe for "
+                 "this long (600, 90s, 10m, 1h) before stopping the run (exit 1, resumable); "
+                 "no row's attempts are spent meanwhile."),
     click.option("--max-rejects", type=click.IntRange(min=1), default=None,
                  help="Abort (exit 1) once this many rows are rejected."),
     click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_ITEMS),
@@ -342,7 +391,8 @@ def _run_args(kw: dict[str, Any]) -> _RunArgs:
     resume = kw["resume"]
     options = RunOptions(
         read=_read_options(kw["delimiter"], kw["encoding"]),
-        upload=UploadSettings(concurrency=kw["concurrency"], max_attempts=kw["max_attempts"]),
+        upload=UploadSettings(concurrency=kw["concurrency"], max_attempts=kw["max_attempts"],
+                              outage_wait=kw["outage_wait"]),
         batch_size=kw["batch_size"],
         max_batch_bytes=kw["max_batch_bytes"],
         timeout=kw["timeout"],
@@ -429,7 +479,9 @@ def retry(rejects: str, mapping: str | None, include_all: bool, **kw: Any) -> No
     if not args.quiet:
         click.echo(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} "
                    f"with {plan.mapping}", err=True)
-    options = dataclasses.replace(args.options, rejects_path=plan.output_rejects,
+    # A fresh retry writes the next .retryN file; a killed one, resumed or restarted, goes
+    # on with the file it began (the pipeline finds it in the journal).
+    options = dataclasses.replace(args.options, fresh_rejects_path=plan.output_rejects,
                                   carried_rejects=plan.unreadable)
     _import([plan.input_path], plan.mapping, dataclasses.replace(args, options=options))
 

@@ -106,6 +106,13 @@ class Journal:
             return None
         return RunRecord(row[0], row[1], row[2], row[3], json.loads(row[4]))
 
+    def runs(self) -> list[RunRecord]:
+        """Every run recorded, most recently updated first."""
+        rows = self._db.execute(
+            "SELECT run_id, status, started, updated, meta FROM runs ORDER BY updated DESC"
+        ).fetchall()
+        return [RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
     def start(self, run_id: str, meta: Mapping[str, Any], *, resume: bool) -> None:
         """Begin (or, with ``resume``, continue) a run. A fresh start forgets earlier acks."""
         now = _now()

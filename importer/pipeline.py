@@ -20,7 +20,7 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,10 @@ from importer import __version__, eventloop
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
+from importer.crash import stopped
 from importer.datasource import fetch_stream
 from importer.dedupe import Deduped, EventIds, dedupe
-from importer.exceptions import MappingProblem, OutputPathError, StorageError
+from importer.exceptions import ImporterError, MappingProblem, OutputPathError, StorageError
 from importer.journal import DEFAULT_STATE_DIR, Journal
 from importer.mapping import (
     CompiledMapping,
@@ -43,6 +44,7 @@ from importer.mapping import (
     load_and_compile,
 )
 from importer.ordering import user_ids_of
+from importer.outage import OutageState
 from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 from importer.redaction import hidden, redact
@@ -51,6 +53,7 @@ from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
+from importer.statelock import StateLock
 from importer.storage import (
     STORAGE_ERRORS,
     check_dir,
@@ -73,6 +76,9 @@ class RunOptions:
     timeout: float = 30.0
     max_rejects: int | None = None
     rejects_path: str | None = None
+    # Where a fresh run's rejects go when ``rejects_path`` is not given (``retry``: the next
+    # ``.retryN`` name); an unfinished run keeps the file it began either way.
+    fresh_rejects_path: str | None = None
     dry_run: bool = False
     dry_run_output: str | None = None  # NDJSON of what would be sent
     # The journal's directory; None: $INSTASENT_STATE_DIR, else .instasent-import/
@@ -97,6 +103,8 @@ class Progress:
     rows_read: int
     accepted: int
     rejected: int
+    # While the API is down: since when, how long so far, how long it is waited out.
+    outage: OutageState | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -127,11 +135,32 @@ def plan_import(
 
 
 def _fingerprint(sources: Sequence[SourceFile], spec: MappingSpec) -> str:
+    """The run's identity: its inputs (canonical paths: ``./x.csv``, ``x.csv`` and the
+    absolute path are one file), their sizes and times, and the mapping's hash."""
     h = hashlib.sha256(spec.sha256.encode())
     for s in sources:
         st = Path(s.path).stat()
-        h.update(f"\0{s.path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(f"\0{os.path.realpath(s.path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def _canonical_inputs(plan: Plan) -> tuple[str, ...]:
+    return tuple(os.path.realpath(s.path) for s in plan.sources)
+
+
+def _reuse_rejects(journal: Journal, run_id: str, options: RunOptions) -> RunOptions:
+    """An unfinished run keeps its rejects file, resumed (appended to) or restarted
+    (started over) — unless ``--rejects`` says otherwise. A ``retry`` killed and resumed must
+    go on writing the ``.retryN`` file it began, not start ``.retryN+1`` and strand it."""
+    if options.rejects_path is not None:
+        return options
+    record = journal.get(run_id)
+    if record is None or record.status == "finished":
+        return options
+    earlier = record.meta.get("rejects_path")
+    if not earlier:
+        return options
+    return dataclasses.replace(options, rejects_path=str(earlier))
 
 
 class _Run:
@@ -298,7 +327,7 @@ class _Run:
         for chunk in chunks:
             self.reconciler.on_unsent(chunk)
 
-    async def chunks(self, target: Target, first_pass: bool) -> AsyncIterator[Chunk]:
+    async def chunks(self, target: Target, first_pass: bool) -> AsyncGenerator[Chunk, None]:
         """Chunks of one target, with read/map outcomes reconciled on the way.
 
         On a stop, everything already read is still accounted for (its chunks as unsent) and
@@ -399,10 +428,15 @@ class _Run:
         t = self.reconciler.tally
         total = sum(s.total for s in self.plan.sources)
         unit = self.plan.sources[0].total_unit
+        outage = self.uploader.outage.state() if self.uploader is not None else None
         self.progress(
             Progress(self._phase, unit, self._done_bytes, total, t.rows_read, t.accepted,
-                     t.rejected)
+                     t.rejected, outage)
         )
+
+    def on_outage(self, _state: OutageState | None) -> None:
+        """The API went down or came back: the progress line says so at once."""
+        self._report_progress()
 
 
 _END = object()
@@ -505,20 +539,37 @@ async def _arun_import(
     journal = None
     earlier = Earlier()
     spec_warnings: tuple[MappingProblem, ...] = ()
+    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    lock = None
+
+    def unexpected(exc: Exception) -> ImporterError:
+        """Anything but the importer's own errors: one line, the traceback in a log."""
+        return stopped(exc, state_dir=state_dir, secrets=(credentials.token,),
+                       run_id=plan.run_id)
+
     _check_outputs(plan, options)
     if not options.dry_run:
-        journal = _open_journal(
-            options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
-        )
+        check_dir(state_dir, "state directory")  # exit 2, before the lock file is made there
+        # One run at a time over a journal, checked before anything is read from it.
+        lock = StateLock(state_dir)
+        try:
+            lock.acquire()
+            journal = _open_journal(state_dir)
+            options = _reuse_rejects(journal, plan.run_id, options)
+        except Exception as exc:
+            lock.release()
+            raise unexpected(exc) from None
     client = ApiClient(
         credentials,
         timeout=options.timeout,
         max_connections=max(options.upload.concurrency or options.upload.max_concurrency, 1),
         transport=transport,
     )
+    ended = False  # the body below ran to its end (else an error is on its way out)
     try:
         if journal is not None:
-            refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume)
+            refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume,
+                                 inputs=_canonical_inputs(plan), mapping_sha=plan.spec.sha256)
         if not options.dry_run:
             # GET /stream: 401/404 stop here, nothing sent; connection failures say which.
             await fetch_stream(client, timeout=options.timeout, settings=options.upload)
@@ -528,7 +579,7 @@ async def _arun_import(
             plan = dataclasses.replace(plan, compiled=compiled)
         if journal is not None:
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
-                              options.resume)
+                              options.resume, inputs=tuple(s.path for s in plan.sources))
         run = _Run(plan, options, progress, earlier, journal)
         try:
             if run.rejects_path != _rejects_path(plan, options):  # a resumed run's own file
@@ -536,26 +587,45 @@ async def _arun_import(
             stats = await _send_all(run, client, options)
             run.close()
         except STORAGE_ERRORS as exc:
-            raise _storage_failure(exc, journal) from None
-        finally:
-            with contextlib.suppress(StorageError):  # already failing: keep the first error
+            with contextlib.suppress(Exception):  # already failing: keep the first error
                 run.close()
+            raise _storage_failure(exc, journal) from None
+        except Exception:
+            # The first unexpected error ends the run (exit 1, one line, the traceback in a
+            # log); what was acknowledged is journaled, so --resume continues from there.
+            with contextlib.suppress(Exception):
+                run.close()
+            if journal is not None:
+                with contextlib.suppress(Exception):
+                    journal.finish(plan.run_id, "aborted")
+            raise
         if run.failure is not None:
             raise run.failure
         tally = run.reconciler.finish()
         if journal is not None:
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
+        ended = True
     except StorageError:
         _abort_journal(journal, plan.run_id)
         raise
     except STORAGE_ERRORS as exc:
         _abort_journal(journal, plan.run_id)
         raise _storage_failure(exc, journal) from None
+    except Exception as exc:
+        raise unexpected(exc) from None
     finally:
         await client.aclose()
-        if journal is not None:
-            with contextlib.suppress(*STORAGE_ERRORS):
+        try:
+            if journal is not None:
                 journal.close()
+        except Exception as exc:
+            if ended:  # (else the error on its way out says more)
+                if isinstance(exc, STORAGE_ERRORS):
+                    raise _storage_failure(exc, journal) from None
+                raise unexpected(exc) from None
+        finally:
+            if lock is not None:
+                lock.release()
     return ImportReport(
         rows_read=tally.rows_read,
         accepted=tally.accepted,
@@ -637,17 +707,20 @@ def _storage_failure(exc: BaseException, journal: Journal | None) -> StorageErro
 
 
 def _rejects_path(plan: Plan, options: RunOptions) -> str:
-    """``--rejects``, else beside the first input."""
+    """``--rejects``, else the caller's choice for a fresh run, else beside the first input."""
     first = plan.sources[0]
-    return options.rejects_path or str(default_rejects_path(first.path, first.format))
+    return (options.rejects_path or options.fresh_rejects_path
+            or str(default_rejects_path(first.path, first.format)))
 
 
 def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
     return {
-        "inputs": [s.path for s in plan.sources],
+        "inputs": list(_canonical_inputs(plan)),
+        "cwd": os.getcwd(),  # where the row keys' relative file names are rooted
         "mapping": str(Path(plan.spec.path).resolve()),
         "mapping_sha256": plan.spec.sha256,
-        "rejects_path": _rejects_path(plan, options),
+        # absolute: a --resume from another directory must find the same file
+        "rejects_path": os.path.abspath(_rejects_path(plan, options)),
         "targets": list(plan.targets),
     }
 
@@ -656,16 +729,24 @@ async def _send_all(run: _Run, client: ApiClient, options: RunOptions) -> Upload
     if options.dry_run:
         return await _dry_run(run, options)
     uploader = Uploader(
-        client, options.upload, on_result=run.on_result, on_unsent=run.reconciler.on_unsent
+        client, options.upload, on_result=run.on_result, on_unsent=run.reconciler.on_unsent,
+        on_outage=run.on_outage,
     )
     run.uploader = uploader
     for i, target in enumerate(run.plan.targets):
         if run._stopping:
             break
-        await uploader.run(run.chunks(target, first_pass=i == 0))
+        # (closed here, not by the garbage collector: an error in a worker must still wait
+        # for the batch being read and close the reader before the run ends)
+        async with contextlib.aclosing(run.chunks(target, first_pass=i == 0)) as chunks:
+            await uploader.run(chunks)
     if uploader.fatal is not None and run.aborted is None:
         status = uploader.fatal.status or 0
         run.aborted = auth_message(status, client.credentials)
+    if uploader.outage_abort is not None and run.aborted is None:
+        run.aborted = (f"{uploader.outage_abort}; the rows not sent are counted as not "
+                       "attempted — re-run the same command with --resume once the API is "
+                       "back")
     return uploader.stats
 
 

@@ -162,6 +162,18 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _conform(column: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """An earlier rejects file's column, as this run writes it. Files written before the
+    reject columns had one schema hold them as text ("3", "true"): read those back too."""
+    if column.dtype == dtype:
+        return column
+    if dtype == pl.Boolean and column.dtype == pl.String:
+        text = column.str.strip_chars().str.to_lowercase()
+        return text.replace_strict({"true": True, "false": False}, default=None,
+                                   return_dtype=pl.Boolean)
+    return column.cast(dtype, strict=False)
+
+
 class RejectsWriter:
     """Streams rejects to one file; a context manager. ``count`` is how many were written."""
 
@@ -278,10 +290,13 @@ class RejectsWriter:
             return
         if "_reject_message" in frame.columns:
             frame = frame.with_columns(redact_expr("_reject_message"))
-        # (cast as the object path builds its frame: leniently, for inputs of mixed formats)
+        # (cast as the object path builds its frame: leniently, for inputs of mixed formats;
+        # the reject columns to their one schema whatever the stage, or a Parquet file would
+        # get a column typed one way by the map stage and another by the API stage)
+        schema = self._file_schema()
         aligned = frame.select(
-            pl.col(c).cast(self._schema.get(c, pl.String), strict=False) if c in frame.columns
-            else pl.lit(None, self._schema.get(c, pl.String)).alias(c)
+            pl.col(c).cast(schema[c], strict=False) if c in frame.columns
+            else pl.lit(None, schema[c]).alias(c)
             for c in self._columns
         )
         if self.fmt == "csv":
@@ -315,11 +330,18 @@ class RejectsWriter:
             self._parquet = pq.ParquetWriter(self._bin, table.schema)
             if self._earlier is not None and self._earlier.height:
                 earlier = self._earlier.select(
-                    pl.col(c).cast(t) if c in self._earlier.columns else pl.lit(None, t).alias(c)
+                    _conform(self._earlier[c], t) if c in self._earlier.columns
+                    else pl.lit(None, t).alias(c)
                     for c, t in frame.schema.items()
                 )
                 self._parquet.write_table(earlier.to_arrow())
         self._parquet.write_table(table)
+
+    def _file_schema(self) -> dict[str, pl.DataType]:
+        """Every column's type in the file: the source's, then :data:`REJECT_SCHEMA`."""
+        schema: dict[str, Any] = {c: self._schema.get(c, pl.String) for c in self._source_columns}
+        schema.update(REJECT_SCHEMA)
+        return schema
 
     def _frame(self, batch: list[Reject]) -> pl.DataFrame:
         data: dict[str, list[Any]] = {
@@ -328,9 +350,7 @@ class RejectsWriter:
         fields = [_reject_fields(r) for r in batch]
         for i, name in enumerate((*REJECT_COLUMNS, RAW_LINE)):
             data[name] = [f[i] for f in fields]
-        schema: dict[str, Any] = {c: self._schema.get(c, pl.String) for c in self._source_columns}
-        schema.update(REJECT_SCHEMA)
-        return pl.DataFrame(data, schema=schema, strict=False)
+        return pl.DataFrame(data, schema=self._file_schema(), strict=False)
 
     def close(self) -> None:
         if self._closed:

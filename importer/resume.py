@@ -11,7 +11,8 @@ the rows already in the run's rejects file (the file itself is their record).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -94,14 +95,67 @@ def _merge(a: Mapping[str, pl.Series], b: Mapping[str, pl.Series]) -> dict[str, 
     return out
 
 
+def _respeller(
+    inputs: Sequence[str], earlier_cwd: str
+) -> Callable[[Mapping[str, pl.Series]], dict[str, pl.Series]]:
+    """Re-key per-file rows from an earlier invocation's spelling of a path to today's."""
+    today = {os.path.realpath(p): p for p in inputs}
+
+    def respell(rows: Mapping[str, pl.Series]) -> dict[str, pl.Series]:
+        out: dict[str, pl.Series] = {}
+        for name, series in rows.items():
+            canonical = os.path.realpath(os.path.join(earlier_cwd, name))
+            key = today.get(canonical, name)
+            out[key] = pl.concat([out[key], series]).unique() if key in out else series
+        return out
+
+    return respell
+
+
 def refuse_if_unfinished(
-    journal: Journal, run_id: str, targets: tuple[str, ...], mode: ResumeMode | None
+    journal: Journal,
+    run_id: str,
+    targets: tuple[str, ...],
+    mode: ResumeMode | None,
+    *,
+    inputs: Sequence[str] = (),
+    mapping_sha: str = "",
 ) -> None:
-    """Without a choice, an unfinished run stops everything — before any network call."""
+    """Before any network call: without a choice, an unfinished run stops everything; and
+    ``--resume`` with nothing to resume stops too, saying what it found (starting over
+    instead would re-send the whole file and truncate the rejects file)."""
     record = journal.get(run_id)
-    if record is not None and record.status != "finished" and mode is None:
+    unfinished = record is not None and record.status != "finished"
+    if unfinished and mode is None:
+        assert record is not None
         acked = sum(len(s) for s in journal.acked(run_id, targets[-1]).values())
         raise UsageError(unfinished_message(record, acked))
+    if mode == "resume" and not unfinished:
+        raise UsageError(nothing_to_resume(journal, record, inputs, mapping_sha))
+
+
+def nothing_to_resume(
+    journal: Journal, record: RunRecord | None, inputs: Sequence[str], mapping_sha: str
+) -> str:
+    """What ``--resume`` found instead of an unfinished run of these inputs."""
+    again = "run without --resume to import them again"
+    if record is not None:
+        return (f"--resume: the last run of these inputs with this mapping finished at "
+                f"{record.updated}; nothing to resume ({again})")
+    wanted = list(inputs)
+    for other in journal.runs():
+        if other.status == "finished" or list(other.meta.get("inputs") or ()) != wanted:
+            continue
+        if other.meta.get("mapping_sha256") != mapping_sha:
+            what = "the mapping changed"
+        else:
+            what = "the input changed (its size or modification time differ)"
+        return (f"--resume: {what} since the unfinished run started {other.started} (run "
+                f"{other.run_id}); resuming it would skip or repeat the wrong rows, so "
+                f"nothing was sent — {again} from the start")
+    return (f"--resume: no earlier run of these inputs with this mapping is recorded in "
+            f"{journal.dir}; nothing to resume ({again}, or point --state-dir / "
+            "INSTASENT_STATE_DIR at the directory the earlier run used)")
 
 
 def prepare(
@@ -110,8 +164,14 @@ def prepare(
     meta: Mapping[str, object],
     targets: tuple[str, ...],
     mode: ResumeMode | None,
+    *,
+    inputs: Sequence[str] = (),
 ) -> Earlier:
-    """Start the run in the journal; return what an earlier invocation finished."""
+    """Start the run in the journal; return what an earlier invocation finished.
+
+    ``inputs``: the sources as spelled now. An earlier invocation may have spelled a file
+    another way (``./x.csv``, an absolute path): its rows are keyed by that spelling, so
+    they are re-keyed to today's, or they would be sent again."""
     refuse_if_unfinished(journal, run_id, targets, mode)
     record = journal.get(run_id)
     unfinished = record is not None and record.status != "finished"
@@ -121,9 +181,10 @@ def prepare(
     assert record is not None
     journal.start(run_id, meta, resume=True)
     rejects_path = str(record.meta.get("rejects_path") or "") or None
-    done = journal.acked(run_id, targets[-1])
+    respell = _respeller(inputs, str(record.meta.get("cwd") or os.getcwd()))
+    done = respell(journal.acked(run_id, targets[-1]))
     rejected = rows_in_rejects(rejects_path) if rejects_path else EarlierRejects({})
-    done = _merge(done, rejected.rows)
-    first = journal.acked(run_id, targets[0]) if len(targets) > 1 else {}
+    done = _merge(done, respell(rejected.rows))
+    first = respell(journal.acked(run_id, targets[0])) if len(targets) > 1 else {}
     return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path,
                    rejected=rejected.count, retryable=rejected.retryable)

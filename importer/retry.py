@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from importer.exceptions import UsageError
+from importer.exceptions import ImporterError, UsageError
 from importer.records import SOURCE_FILE, Reject
 from importer.rejects import meta_path
 from importer.sources import ReadOptions, iter_batches, resolve_inputs
@@ -142,9 +142,20 @@ def plan_retry(
     target = Path(state_dir) / f"retry-{digest}.{source.format}"
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not target.exists():
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        # Written aside and renamed: a retry killed here, or one started alongside, never
+        # finds a half-written file under the final name (its name is its content).
+        part = target.with_name(f"{target.name}.{os.getpid()}.part")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(part, target)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            raise ImporterError(
+                f"{target}: cannot write the rows to retry ({exc.strerror or exc}); nothing "
+                "was sent — free some space or fix the state directory, then run it again"
+            ) from None
     return RetryPlan(
         input_path=str(target),
         mapping=chosen,

@@ -7,8 +7,14 @@ HTTP meaning lives in :func:`importer.client.interpret`; this module decides *wh
   bursting into 429s. A 429 pauses the whole endpoint until the reset (plus jitter).
 - :class:`AdaptiveLimit` bounds requests in flight: it grows while responses are clean and
   shrinks on 429s and server faults (AIMD), under a cap; ``--concurrency`` pins it.
-- :class:`Uploader` runs the workers; each finished chunk is handed to ``on_result`` as a
-  :class:`ChunkResult` with one outcome per item, in the chunk's order.
+- :class:`Uploader` runs the workers in a task group: each finished chunk is handed to
+  ``on_result`` as a :class:`ChunkResult` with one outcome per item, in the chunk's order; the
+  first unexpected error in any worker cancels the others and ends :meth:`Uploader.run`
+  (a dead worker must never leave the run waiting forever for the chunks it held).
+- :class:`importer.outage.OutageMonitor` notices an API that answers nothing but connection
+  errors and 5xx: the workers stop spending the rows' attempts, one probe at a time checks
+  (with backoff) whether it is back, for up to ``outage_wait`` seconds; past that the run
+  stops (resumable).
 
 Clock, sleep and randomness are injected so tests never really wait.
 """
@@ -39,6 +45,7 @@ from importer.client import (
     interpret,
 )
 from importer.ordering import KeyGate
+from importer.outage import OutageMonitor, OutageState, OutageTimeout
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -67,6 +74,9 @@ class UploadSettings:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     rate_jitter: float = 0.25  # seconds of jitter added after a window reset
+    # How long an outage (every recent request failed: no connection, or 5xx) is waited out,
+    # probing, before the run stops (``--outage-wait``).
+    outage_wait: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +326,7 @@ class Uploader:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_outage: Callable[[OutageState | None], None] | None = None,
     ) -> None:
         self._client = client
         self.settings = settings
@@ -332,6 +343,9 @@ class Uploader:
         self.stop_requested = False
         # Rows sharing a key reach the API in file order (importer.ordering).
         self.gate = KeyGate()
+        self.outage = OutageMonitor(wait=settings.outage_wait, clock=clock, sleep=sleep,
+                                    on_change=on_outage)
+        self.outage_abort: str | None = None  # why the run stopped: an outage outlasted
 
     def _pacer(self, target: str) -> RatePacer:
         pacer = self._pacers.get(target)
@@ -351,25 +365,29 @@ class Uploader:
 
     @property
     def stopping(self) -> bool:
-        return self.stop_requested or self.fatal is not None
+        return self.stop_requested or self.fatal is not None or self.outage_abort is not None
 
     async def run(self, chunks: AsyncIterator[Chunk]) -> None:
         """Send every chunk; returns when all are answered or the run stopped.
 
-        After a stop, every chunk that was not sent is handed to ``on_unsent``.
+        After a stop, every chunk that was not sent is handed to ``on_unsent``. An unexpected
+        error in a worker (say, the rejects file cannot be written) cancels the others and
+        the producer, and is raised (in an ExceptionGroup): the run ends instead of waiting
+        for a worker that is gone.
         """
         handoff = _Handoff(high=self.limit.cap * 2, low=self.limit.cap)
-        workers = [asyncio.create_task(self._worker(handoff)) for _ in range(self.limit.cap)]
-        try:
-            async for chunk in chunks:
-                if self.stopping:
-                    self._on_unsent(chunk)
-                    continue
-                self.gate.register(chunk)
-                await handoff.put(chunk)
-        finally:
-            handoff.close()
-            await asyncio.gather(*workers)
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(self.limit.cap):
+                workers.create_task(self._worker(handoff))
+            try:
+                async for chunk in chunks:
+                    if self.stopping:
+                        self._on_unsent(chunk)
+                        continue
+                    self.gate.register(chunk)
+                    await handoff.put(chunk)
+            finally:
+                handoff.close()
 
     async def _worker(self, handoff: _Handoff) -> None:
         while (chunk := await handoff.get()) is not None:
@@ -393,6 +411,11 @@ class Uploader:
         except FatalResponse as exc:
             if self.fatal is None:
                 self.fatal = exc.response
+            self._on_unsent(chunk)
+            return
+        except OutageTimeout as exc:
+            if self.outage_abort is None:
+                self.outage_abort = str(exc)
             self._on_unsent(chunk)
             return
         if result is not None:
@@ -420,17 +443,24 @@ class Uploader:
         waits = 0
         body = chunk.body
         while True:
+            probe = await self.outage.gate()
             await self.limit.acquire()
             await pacer.acquire()
             attempts += 1
             self.stats.requests += 1
             try:
                 response = await self._client.post_items(chunk.target, body)
+            except asyncio.CancelledError:
+                self.outage.abandon(probe)
+                raise
             except httpx.TransportError as exc:
                 pacer.failed()
                 self.limit.release("fault")
                 self.stats.statuses[type(exc).__name__] += 1
                 outcome = f"{type(exc).__name__} (no response)"
+                if not self.outage.failed(probe):
+                    attempts -= 1  # the API is down: not this row's attempt
+                    continue
                 if attempts >= self.settings.max_attempts:
                     return self._give_up(chunk, None, attempts, outcome)
                 await self._backoff(attempts)
@@ -444,6 +474,8 @@ class Uploader:
                 known=known,
             )
             self.stats.statuses[str(response.status_code)] += 1
+            if answer.verdict is not Verdict.RETRY:
+                self.outage.alive(probe)
             if answer.verdict is Verdict.RATE:
                 pacer.done(answer.rate)
                 pacer.rate_limited(answer.rate)
@@ -457,6 +489,9 @@ class Uploader:
             pacer.done(answer.rate)
             if answer.verdict is Verdict.RETRY:
                 self.limit.release("fault")
+                if not self.outage.failed(probe):
+                    attempts -= 1  # the API is down: not this row's attempt
+                    continue
                 if attempts >= self.settings.max_attempts:
                     return self._give_up(chunk, answer.status, attempts, answer.message)
                 await self._backoff(attempts)

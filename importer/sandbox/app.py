@@ -17,7 +17,8 @@ Order of checks for a request outside ``/__sandbox`` (decisions ours where API.m
    unknown contact or event type); the refusals above carry none, as they name no
    (datasource, endpoint) budget. Without ``rate_limit`` the sandbox is unlimited and sends
    no such headers;
-6. faults (``faults.py``): drop-before, a 5xx, slow; drop-after once the request is done;
+6. faults (``faults.py``): drop-before, a 5xx, slow; drop-after once the request is done
+   (before all of these, during an outage (``go_down``) every API request fails at once);
 7. the endpoint. ``POST`` bodies must be ``Content-Type: application/json`` (API.md §1),
    else 400; over 16 MiB → 413. ``?_dryRun`` validates and stores nothing; ``?_sync`` is
    accepted and changes nothing (the sandbox is always synchronous).
@@ -59,7 +60,13 @@ from importer.sandbox.asgi import (
     split_path,
 )
 from importer.sandbox.batches import EventBatch, parse_batch, process_contacts
-from importer.sandbox.faults import NO_FAULTS, FaultInjector, FaultPlan, fault_problems
+from importer.sandbox.faults import (
+    NO_FAULTS,
+    FaultInjector,
+    FaultPlan,
+    down_problems,
+    fault_problems,
+)
 from importer.sandbox.hooks import Hooks
 from importer.sandbox.ratelimit import FixedWindowLimiter
 from importer.sandbox.responses import Response, batch_response, json_response, message
@@ -119,6 +126,9 @@ class SandboxApp:
             else None
         )
         self._faults = FaultInjector(settings.faults, settings.seed)
+        # An outage (go_down): until then every API request fails without being processed.
+        self._down_until = 0.0
+        self._down_status: int | None = None
         self._latency = random.Random(f"latency:{settings.seed}")
         self._stats = Stats()
         self._ids = itertools.count(1)
@@ -153,6 +163,22 @@ class SandboxApp:
             if seed is not None:
                 self._faults.reseed(seed)
             self.settings = replace(self.settings, faults=faults)
+
+    def go_down(self, seconds: float, status: int | None = None) -> None:
+        """An outage from now on for ``seconds``: every API request (hooks aside) has its
+        connection closed unprocessed, or with ``status`` (a 5xx) gets that answer instead.
+        Requests during the outage draw no faults. ``seconds`` 0 ends an outage."""
+        problems = down_problems(seconds, status)
+        if problems:
+            raise ValueError("invalid outage: " + "; ".join(problems))
+        with self._lock:
+            self._down_until = self._clock() + seconds if seconds else 0.0
+            self._down_status = status
+
+    @property
+    def down_for(self) -> float:
+        """Seconds left of the current outage (0: up)."""
+        return max(self._down_until - self._clock(), 0.0)
 
     def revoke_token(self) -> None:
         """From now on the token is refused with 401, as after a revocation in the dashboard."""
@@ -216,6 +242,8 @@ class SandboxApp:
         self, scope: Scope, receive: Receive, send: Send, segments: list[str]
     ) -> Response | None:
         """The response to an API request, or None when the connection was dropped."""
+        if self._down_until and self._clock() < self._down_until:
+            return await self._down(receive, send, segments)
         found = self._front_door(scope, segments)
         if isinstance(found, Response):
             self._count(routes.endpoint_name(segments), found.status)
@@ -305,6 +333,17 @@ class SandboxApp:
     ) -> None:
         with self._lock:
             self._stats.count(endpoint, status, rate_limited=rate_limited, fault=fault)
+
+    async def _down(self, receive: Receive, send: Send, segments: list[str]) -> Response | None:
+        name = routes.endpoint_name(segments)
+        status = self._down_status
+        if status is not None:
+            self._count(name, status, fault="down")
+            return message(status, f"Injected outage: HTTP {status}")
+        await read_body(receive)
+        self._count(name, "dropped", fault="down")
+        await drop_connection(receive, send)
+        return None
 
     async def _drop(self, receive: Receive, send: Send, endpoint: Endpoint, fault: str) -> None:
         self._count(endpoint.name, "dropped", fault=fault)

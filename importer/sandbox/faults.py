@@ -73,6 +73,23 @@ def fault_problems(settings: FaultSettings) -> list[str]:
     return problems
 
 
+#: The longest outage the sandbox plays (an hour): longer is a mistake, not a rehearsal.
+MAX_DOWN_S = 3600.0
+
+
+def down_problems(seconds: object, status: object) -> list[str]:
+    """What is wrong with an outage request (``go_down`` / the faults hook)."""
+    problems = []
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+        0 <= seconds <= MAX_DOWN_S
+    ):
+        problems.append(f"down_s={seconds!r}: expected seconds between 0 and {MAX_DOWN_S:g}")
+    if status is not None and (type(status) is not int or not 500 <= status <= 599):
+        problems.append(f"down_status={status!r}: expected a 5xx status or null (connections "
+                        "closed)")
+    return problems
+
+
 def update_faults(current: FaultSettings, changes: dict[str, Any]) -> FaultSettings:
     """``current`` with the given fields replaced; raises ValueError naming every problem."""
     known = {f.name for f in fields(FaultSettings)}

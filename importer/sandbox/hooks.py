@@ -8,7 +8,10 @@ POST   /__sandbox/reset               forget data, counters, rate windows; re-se
 GET    /__sandbox/faults              the current fault settings
 POST   /__sandbox/faults              change some fault settings, e.g.
                                       ``{"fail_rate": 0.2, "fail_statuses": [503]}``;
-                                      an optional ``"seed"`` restarts the fault draws
+                                      an optional ``"seed"`` restarts the fault draws;
+                                      ``"down_s": 20`` starts an outage of 20 s from now
+                                      (every API request's connection closed unprocessed;
+                                      with ``"down_status": 503`` that answer instead)
 ====== ============================== ==================================================
 
 Hooks are not rate limited, delayed, faulted nor counted in the stats.
@@ -23,7 +26,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from importer.sandbox.asgi import Receive, Scope, read_body
-from importer.sandbox.faults import update_faults
+from importer.sandbox.faults import down_problems, update_faults
 from importer.sandbox.responses import Response, json_response, message
 
 if TYPE_CHECKING:
@@ -69,9 +72,16 @@ class Hooks:
         seed = changes.pop("seed", None)
         if seed is not None and type(seed) is not int:
             return message(400, f"seed={seed!r}: expected an integer")
+        down = "down_s" in changes
+        down_s, down_status = changes.pop("down_s", 0), changes.pop("down_status", None)
+        problems = down_problems(down_s, down_status) if down else []
         try:
             faults = update_faults(self._app.faults, changes)
         except ValueError as exc:
-            return message(400, f"Invalid fault settings: {exc}")
+            problems.append(str(exc))
+        if problems:
+            return message(400, f"Invalid fault settings: {'; '.join(problems)}")
         self._app.set_faults(faults, seed=seed)
+        if down:
+            self._app.go_down(down_s, down_status)
         return None

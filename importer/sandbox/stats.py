@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FAULT_KINDS = ("fail", "drop_before", "drop_after", "slow")
+FAULT_KINDS = ("fail", "drop_before", "drop_after", "slow", "down")
 
 
 class Stats:

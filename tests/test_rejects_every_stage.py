@@ -112,7 +112,9 @@ def test_read_map_api_and_transport_rejects_share_one_file_through_resume_and_re
     first = _cli(["run", *files, *common, "--max-rejects", str(max_rejects)], box, state)
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stderr
-    assert set(_read_rejects(rejects, fmt)["_reject_stage"]) == {"read", "map", "api"}
+    # (Parquet: the read reject is in the second input, which the stopped run never reached)
+    first_stages = {"map", "api"} if fmt == "parquet" else {"read", "map", "api"}
+    assert set(_read_rejects(rejects, fmt)["_reject_stage"]) == first_stages
 
     # 2. Resumed while the API fails 30% of requests, one attempt each: transport rejects
     #    are appended to (for Parquet: rewritten with) the same file.

@@ -851,12 +851,14 @@ async def adelete_contacts(
     progress: ProgressCallback | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     timing: Timing | None = None,
+    on_done: Callable[[Sequence[str]], None] | None = None,
 ) -> DeleteReport:
     """Verify the datasource (``GET /stream``; raises FatalApiError, nothing deleted), ask
     ``confirm(info, count)`` when given, then delete every id of ``plan``.
 
     A 401 or a datasource 404 *during* the deletes does not raise: the report says
-    ``aborted`` and counts the ids never answered as ``not_attempted``.
+    ``aborted`` and counts the ids never answered as ``not_attempted``. ``on_done`` hears
+    the ids the datasource no longer has (deleted or already absent).
     """
     timing = timing or Timing()
     started = time.monotonic()
@@ -881,7 +883,11 @@ async def adelete_contacts(
                                 aborted="not confirmed: nothing was deleted")
         else:
             deleter = _Deleter(client, settings, timing, options.timeout, progress)
-            tally.outcomes(await deleter.run(plan.ids))
+            outcomes = await deleter.run(plan.ids)
+            tally.outcomes(outcomes)
+            if on_done is not None:
+                on_done([plan.ids[i] for i, o in enumerate(outcomes)
+                         if o is not None and o.kind in ("deleted", "absent")])
             stats, fatal = deleter.stats, deleter.fatal
     finally:
         await client.aclose()

@@ -27,6 +27,14 @@ import httpx
 import polars as pl
 
 from importer import __version__, eventloop
+from importer.changed_run import (
+    ChangeOptions,
+    ChangeTracker,
+    ConfirmDelete,
+    NotConfirmed,
+    Removal,
+    delete_rejects_path,
+)
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
@@ -69,6 +77,8 @@ class RunOptions:
     # enforce their per-row limits (maxLength → too_long rejects).
     specs: bool = False
     resume: ResumeMode | None = None  # what to do with an unfinished run of the same inputs
+    # --changed-only (importer/changed_run.py); None: send everything, read and write no state
+    changes: ChangeOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +139,10 @@ class _Run:
         progress: ProgressCallback | None,
         earlier: Earlier = Earlier(),
         journal: Journal | None = None,
+        changes: ChangeTracker | None = None,
     ) -> None:
         self.plan = plan
+        self.changes = changes
         self.options = options
         self.progress = progress
         self.earlier = earlier
@@ -208,8 +220,12 @@ class _Run:
                         keys = list(itertools.compress(keys, keep))
                         bodies = list(itertools.compress(bodies, keep))
                     earlier_first = before - len(rows) if first_pass else 0
+                    unchanged: Sequence[int] = ()
+                    if self.changes is not None:  # before chunking: batches stay full
+                        rows, keys, bodies, unchanged = self.changes.keep(target, rows, keys,
+                                                                          bodies)
                     chunks = list(chunker.add(batch.source_file, rows, keys, bodies, batch.frame))
-                    yield _Produced(batch, mapped, chunks, skipped, earlier_first)
+                    yield _Produced(batch, mapped, chunks, skipped, earlier_first, unchanged)
         yield _Produced(None, None, list(chunker.flush()))
 
     def _account(self, produced: _Produced, first_pass: bool) -> None:
@@ -224,8 +240,21 @@ class _Run:
             self.reconciler.on_read(batch)
             self.reconciler.on_skipped(produced.skipped, produced.earlier_first)
             self.reconciler.on_mapped(mapped.rejects, len(mapped.filtered_rows))
+        if produced.unchanged:
+            self._on_unchanged(batch.source_file, produced.unchanged)
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
+
+    def _on_unchanged(self, source_file: str, rows: Sequence[int]) -> None:
+        assert self.changes is not None
+        first_also = 0
+        if len(self.plan.targets) > 1:
+            if self._phase == self.plan.targets[0]:
+                self.changes.note_first_skipped(source_file, rows)
+            else:
+                first_also = self.changes.skipped_first(source_file, rows)
+        self.reconciler.on_unchanged(self._phase, len(rows), first_also,
+                                     dry_run=self.options.dry_run)
 
     def _unsent(self, chunks: Iterable[Chunk]) -> None:
         for chunk in chunks:
@@ -295,6 +324,12 @@ class _Run:
             ok = [o.ok for o in result.outcomes]
             files = tuple(itertools.compress(chunk.files, ok))
             rows = tuple(itertools.compress(chunk.rows, ok))
+        if self.changes is not None and rows:  # recorded before the journal: see changes.py
+            if result.all_accepted:
+                self.changes.record(chunk.target, chunk.keys, chunk.bodies)
+            else:
+                self.changes.record(chunk.target, list(itertools.compress(chunk.keys, ok)),
+                                    list(itertools.compress(chunk.bodies, ok)))
         if self.journal is not None and rows:
             self.journal.record(self.plan.run_id, chunk.target, files, rows)
         self.reconciler.on_result(result)
@@ -324,6 +359,7 @@ class _Produced:
     chunks: list[Chunk]
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
+    unchanged: Sequence[int] = ()  # rows whose item --changed-only did not send
 
 
 def _by_origin(batch: SourceBatch) -> list[SourceBatch]:
@@ -359,22 +395,65 @@ async def arun_import(
     *,
     progress: ProgressCallback | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    notice: Callable[[str], None] | None = None,
+    confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
     """Import ``inputs`` with ``mapping``; returns the report (see ``ImportReport.exit_code``).
 
     Raises UsageError (nothing sent) for unusable inputs or mapping, and FatalApiError when
     the credential check fails (nothing sent). A 401/404 *during* the run does not raise: the
     report says ``aborted`` and counts the rows never sent as ``not_attempted``.
+
+    ``--changed-only`` (``options.changes``): ``notice`` hears the one line said at the start
+    (mapping changed, first run, ``--full``); ``confirm_delete(info, count)`` is asked before
+    anything is sent when ``--delete-missing`` found contacts to delete (raises NotConfirmed
+    when it says no). Another run holding the state raises StateLocked (nothing sent).
     """
     plan = plan_import(inputs, mapping, options.read)
     started = time.monotonic()
+    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    tracker: ChangeTracker | None = None
+    removal: Removal | None = None
+    complete = False
+    if options.changes is not None:
+        tracker = ChangeTracker(state_dir, credentials, plan.spec, plan.targets, options.changes,
+                                write=not options.dry_run, run_id=plan.run_id)
+    try:
+        if tracker is not None and options.changes is not None:
+            for line in tracker.notices():
+                if notice is not None:
+                    notice(line)
+            if options.changes.delete_missing:
+                removal = tracker.find_removals(plan.spec, plan.sources, options.read)
+                if removal.note and notice is not None:
+                    notice(removal.note)
+        report = await _import(plan, credentials, options, progress, transport, state_dir,
+                               tracker, removal, confirm_delete, started)
+        complete = report.aborted is None
+        return report
+    finally:
+        if tracker is not None:
+            tracker.close(complete=complete)
+
+
+async def _import(
+    plan: Plan,
+    credentials: Credentials,
+    options: RunOptions,
+    progress: ProgressCallback | None,
+    transport: httpx.AsyncBaseTransport | None,
+    state_dir: str,
+    tracker: ChangeTracker | None,
+    removal: Removal | None,
+    confirm_delete: ConfirmDelete | None,
+    started: float,
+) -> ImportReport:
     journal = None
     earlier = Earlier()
+    deleting: asyncio.Future[Any] | None = None
     spec_warnings: tuple[MappingProblem, ...] = ()
     if not options.dry_run:
-        journal = Journal(
-            options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
-        )
+        journal = Journal(state_dir)
     client = ApiClient(
         credentials,
         timeout=options.timeout,
@@ -386,7 +465,11 @@ async def arun_import(
             refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume)
         if not options.dry_run:
             # GET /stream: 401/404 stop here, nothing sent; connection failures say which.
-            await fetch_stream(client, timeout=options.timeout, settings=options.upload)
+            info = await fetch_stream(client, timeout=options.timeout, settings=options.upload)
+            if removal is not None and removal.ids and confirm_delete is not None and (
+                not confirm_delete(info, len(removal.ids))
+            ):
+                raise NotConfirmed("not confirmed: nothing was sent or deleted")
         if options.specs:
             found = await fetch_specs(client, settings=options.upload, timeout=options.timeout)
             compiled, spec_warnings = apply_specs(plan.spec, plan.compiled, found)
@@ -394,11 +477,19 @@ async def arun_import(
         if journal is not None:
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
                               options.resume)
-        run = _Run(plan, options, progress, earlier, journal)
+        run = _Run(plan, options, progress, earlier, journal, tracker)
+        if tracker is not None and removal is not None and removal.ids and not options.dry_run:
+            deleting = asyncio.ensure_future(tracker.delete(
+                removal, credentials, upload=options.upload, timeout=options.timeout,
+                rejects_path=delete_rejects_path(plan.sources[0].path), transport=transport))
         try:
             stats = await _send_all(run, client, options)
+            if deleting is not None:
+                await deleting
         finally:
             run.close()
+            if deleting is not None and not deleting.done():
+                deleting.cancel()
         tally = run.reconciler.finish()
         if journal is not None:
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
@@ -440,7 +531,22 @@ async def arun_import(
             w.render(str(plan.spec.path))
             for w in (*(plan.compiled[0].warnings if plan.compiled else ()), *spec_warnings)
         ),
+        unchanged=tally.unchanged,
+        changed_only=tracker.summary() if tracker is not None else None,
+        deletion=_deletion(tracker, removal, options.dry_run),
     )
+
+
+def _deletion(
+    tracker: ChangeTracker | None, removal: Removal | None, dry_run: bool
+) -> dict[str, Any] | None:
+    if removal is None:
+        return None
+    if dry_run:
+        return {"ids": list(removal.ids), "recorded": removal.recorded}
+    if tracker is not None and tracker.deletion is not None:
+        return tracker.deletion.to_dict()
+    return {"deleted": 0, "already_absent": 0, "failed": 0, "exit_code": 0}
 
 
 def _rejects_path(plan: Plan, options: RunOptions) -> str:
@@ -503,10 +609,13 @@ def run_import(
     options: RunOptions = RunOptions(),
     *,
     progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
+    confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
     """Synchronous :func:`arun_import`, on an event loop that gathers the wake-ups of a paced
     run (:mod:`importer.eventloop`)."""
     report: ImportReport = eventloop.run(
-        arun_import(inputs, mapping, credentials, options, progress=progress)
+        arun_import(inputs, mapping, credentials, options, progress=progress, notice=notice,
+                    confirm_delete=confirm_delete)
     )
     return report

@@ -2,9 +2,10 @@
 
 Every row read ends in exactly one bucket, each tallied where it happens:
 
-    rows_read == accepted + rejected + filtered + not_attempted + skipped_done
+    rows_read == accepted + rejected + filtered + unchanged + not_attempted + skipped_done
 
-(``skipped_done``: rows a resumed run found already acknowledged or already rejected.)
+(``skipped_done``: rows a resumed run found already acknowledged or already rejected;
+``unchanged``: rows ``--changed-only`` did not send because the datasource has them.)
 
 ``finish`` checks that equation; a mismatch is a bug and fails the run loudly
 (:class:`InternalError`), because the promise of the tool is that no row goes missing.
@@ -47,6 +48,7 @@ class Tally:
     filtered: int = 0
     not_attempted: int = 0
     skipped_done: int = 0
+    unchanged: int = 0
     retryable: int = 0
     duplicates: int = 0
     by_stage: Counter[str] = field(default_factory=Counter)
@@ -59,6 +61,7 @@ class Tally:
     def accounted(self) -> int:
         return (
             self.accepted + self.rejected + self.filtered + self.not_attempted + self.skipped_done
+            + self.unchanged
         )
 
 
@@ -117,6 +120,30 @@ class Reconciler:
         self.tally.rows_read += done  # read again, and skipped: they are still input rows
         self.tally.skipped_done += done
         self.pending += first_target_done
+
+    def on_unchanged(
+        self, target: str, n: int, first_skipped: int = 0, *, dry_run: bool = False
+    ) -> None:
+        """``n`` items of ``target`` not sent by ``--changed-only`` (the datasource has them).
+
+        With two targets, a row is ``unchanged`` only when neither of its items is sent: a
+        skipped contact leaves the row waiting for its event; a skipped event ends the row as
+        unchanged when its contact was skipped too (``first_skipped`` of the ``n``), else as
+        accepted (its contact went out and was acknowledged; a dry run counted it already).
+        """
+        if not n:
+            return
+        if target != self.final_target:
+            self.pending += n
+            return
+        if not self.two_targets:
+            self.tally.unchanged += n
+            return
+        self.tally.unchanged += first_skipped
+        self.pending -= first_skipped
+        if not dry_run:
+            self.tally.accepted += n - first_skipped
+            self.pending -= n - first_skipped
 
     # -- the API's answers ----------------------------------------------------------------
     def on_result(self, result: ChunkResult) -> None:
@@ -222,6 +249,6 @@ class Reconciler:
                 "accounting invariant broken (a bug — please report it): "
                 f"rows_read={t.rows_read} but accepted={t.accepted} + rejected={t.rejected} "
                 f"+ filtered={t.filtered} + not_attempted={t.not_attempted} "
-                f"+ skipped_done={t.skipped_done} = {t.accounted}"
+                f"+ skipped_done={t.skipped_done} + unchanged={t.unchanged} = {t.accounted}"
             )
         return self.tally

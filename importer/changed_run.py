@@ -84,6 +84,7 @@ class Removal:
     ids: list[str]
     recorded: int
     note: str = ""
+    refused: str | None = None  # the guard that stops the run (exit 2), if one does
 
 
 class ChangeTracker:
@@ -180,6 +181,15 @@ class ChangeTracker:
         self, spec: MappingSpec, sources: Sequence[SourceFile], read: ReadOptions
     ) -> Removal:
         """Read every input row's ``_user_id``; refuse (UsageError, exit 2) on the guards."""
+        removal = self.scan_removals(spec, sources, read)
+        if removal.refused:
+            raise UsageError(removal.refused)
+        return removal
+
+    def scan_removals(
+        self, spec: MappingSpec, sources: Sequence[SourceFile], read: ReadOptions
+    ) -> Removal:
+        """Recorded contacts no input row names; ``refused`` says which guard would stop."""
         state = self.states.get("contacts")
         if state is None:
             raise UsageError("--delete-missing deletes contacts: the mapping has no contacts "
@@ -197,22 +207,27 @@ class ChangeTracker:
                     first = f" (first: {r.source_file} row {r.source_row}: {r.message})"
                 unreadable += len(batch.rejects)
                 state.mark_seen(compiled.map_batch(batch).items["contacts"].keys)
+        ids = state.missing_keys()
+        removal = Removal(ids, state.recorded)
+        limit = self.options.max_delete.limit(state.recorded)
         if unreadable:
-            raise UsageError(
+            removal.refused = (
                 f"--delete-missing refused: {unreadable:,} row(s) of the input could not be "
                 f"read{first}. A contact on such a row would look absent and be deleted — fix "
                 "the file (or run without --delete-missing); nothing was sent")
-        ids = state.missing_keys()
-        limit = self.options.max_delete.limit(state.recorded)
-        if len(ids) > limit:
+        elif len(ids) > limit:
             share = 100 * len(ids) / max(state.recorded, 1)
-            raise UsageError(
+            removal.refused = (
                 f"--delete-missing refused: {len(ids):,} of the {state.recorded:,} recorded "
                 f"contacts ({share:.1f}%) are absent from today's input, over --max-delete "
                 f"{self.options.max_delete.describe()} (= {limit:,}). Is the export complete? "
                 "If these deletions are meant, raise --max-delete (a count or a percentage); "
                 "nothing was sent")
-        return Removal(ids, state.recorded)
+        return removal
+
+    def preview(self, target: str, keys: Sequence[str], bodies: Sequence[bytes]) -> None:
+        """``validate --changed-only``: compare without sending (counts in :meth:`summary`)."""
+        self.states[target].compare(keys, bodies)
 
     async def delete(
         self,

@@ -459,6 +459,11 @@ def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
 @click.option("--specs", "use_specs", is_flag=True,
               help="Also check the mapping against the datasource's spec endpoints (reads "
                    "them with the INSTASENT_* credentials; rows over its limits would reject).")
+@click.option("--changed-only", is_flag=True,
+              help="Also say how many items `run --changed-only` would send, skip as unchanged "
+                   "and (--delete-missing) delete, from the recorded state; no network.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="State directory (default: $INSTASENT_STATE_DIR or .instasent-import).")
 def validate(
     files: tuple[str, ...],
     mapping: str,
@@ -469,6 +474,8 @@ def validate(
     delimiter: str | None,
     encoding: str | None,
     use_specs: bool,
+    changed_only: bool,
+    state_dir: str | None,
 ) -> None:
     """Map and check FILES locally with a mapping; nothing is sent.
 
@@ -489,6 +496,7 @@ def validate(
         report = validate_files(
             files, mapping, read=_read_options(delimiter, encoding), sample=sample, top=top,
             rejects_path=rejects_path, specs=found,
+            changes=_preview_tracker(files, mapping, state_dir) if changed_only else None,
         )
     except ImporterError as exc:
         if output != "json":
@@ -506,6 +514,19 @@ def validate(
     else:
         click.echo(render_text(report))
     sys.exit(report.exit_code)
+
+def _preview_tracker(files: Sequence[str], mapping: str, state_dir: str | None) -> Any:
+    """A read-only view of the changed-only state (no lock, no network, no token)."""
+    from importer.changed_run import ChangeOptions, ChangeTracker, state_credentials
+    from importer.journal import DEFAULT_STATE_DIR
+    from importer.mapping import load_mapping
+
+    spec = load_mapping(mapping)
+    root = state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    targets = [t.target for t in spec.targets]
+    return ChangeTracker(root, state_credentials(), spec, targets,
+                         ChangeOptions(delete_missing="contacts" in targets), write=False)
+
 
 # ───────────────────────────── the datasource: check, delete, specs ─────────────────────────
 

@@ -50,7 +50,7 @@ def generate(path: str, rows: int) -> str:
 
 
 def _snapshot(state: Path) -> Path:
-    (manifest,) = state.glob("changed/*/contacts/*/state.json")
+    (manifest,) = state.glob("changed/*/contacts/*/*/state.json")
     return manifest.parent / json.loads(manifest.read_text())["snapshot"]
 
 

@@ -37,6 +37,7 @@ from importer.changes import (
     compact,
     drop_other_mappings,
     load_state,
+    manifest_of,
 )
 from importer.config import DEFAULT_API_URL, Credentials
 from importer.exceptions import ConfigError, ImporterError, UsageError
@@ -104,7 +105,7 @@ class ChangeTracker:
         self.options = options
         self.write = write
         keys = {t: StateKey(credentials.api_url, credentials.project, credentials.datasource,
-                            t, spec.sha256) for t in targets}
+                            t, spec.sha256, Path(spec.path).stem) for t in targets}
         self._lock: RunLock | None = None
         if write:
             scope = next(iter(keys.values())).scope_dir(root)
@@ -275,7 +276,12 @@ class ChangeTracker:
                     continue
                 state.log.close()
                 rebuild = complete and state.status == "full"
-                compact(state.directory, _manifest(state), rebuild=rebuild,
+                if not state.log.items and not rebuild:
+                    # nothing acknowledged: leave the state as it was (a run refused before
+                    # sending must not turn a first run into an empty "recorded" state)
+                    state.log.path.unlink(missing_ok=True)
+                    continue
+                compact(state.directory, manifest_of(state.key), rebuild=rebuild,
                         keep_keys=state.key.target == "contacts")
                 if complete and state.status == "mapping_changed":
                     drop_other_mappings(state.directory)
@@ -286,12 +292,6 @@ class ChangeTracker:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-
-def _manifest(state: TargetState) -> dict[str, Any]:
-    k = state.key
-    return {"api_url": k.api_url, "project": k.project, "datasource": k.datasource,
-            "target": k.target, "mapping_sha256": k.mapping_sha256, "format": 1}
 
 
 def key_mapping(spec: MappingSpec) -> MappingSpec:

@@ -5,11 +5,15 @@ so that it can be copied to and from object storage by a job that has no disk of
 
     <state-dir>/changed/<project>.<datasource>.<api-hash>/
         lock                                   held (flock) for the length of one run
-        contacts/<mapping-hash>/
+        contacts/<mapping-name>/<mapping-hash>/
             state.json                         the manifest: which snapshot is current
             snapshot-<generation>.parquet      key_hash, payload_hash, key; sorted by key_hash
             acks-<run>.log                     this run's acknowledgements, appended as they come
-        events/<mapping-hash>/…
+        events/<mapping-name>/<mapping-hash>/…
+
+``<mapping-name>`` is the mapping file's name: another hash under the same name is the same
+job's mapping, changed (its state is obsolete once a run with the new one is complete);
+another name is another job feeding the same datasource, whose state is left alone.
 
 Files are immutable once written except the manifest, which is replaced atomically
 (write, fsync, rename) — the pattern object stores support too (a PUT is atomic).
@@ -99,6 +103,7 @@ class StateKey:
     datasource: str
     target: str
     mapping_sha256: str
+    mapping_name: str = "mapping"
 
     def scope_dir(self, root: str | Path) -> Path:
         """The datasource's directory (the lock lives here: one run per datasource)."""
@@ -106,7 +111,8 @@ class StateKey:
         return Path(root) / "changed" / f"{_safe(self.project)}.{_safe(self.datasource)}.{api}"
 
     def dir(self, root: str | Path) -> Path:
-        return self.scope_dir(root) / self.target / self.mapping_sha256[:16]
+        return (self.scope_dir(root) / self.target / _safe(self.mapping_name)
+                / self.mapping_sha256[:16])
 
 
 class RunLock:
@@ -369,7 +375,7 @@ def load_state(root: str | Path, key: StateKey, *, full: bool = False, write: bo
     if write:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if any(directory.glob("acks-*.log")):  # a killed run: its acks are in the datasource
-            compact(directory, _manifest(key), keep_keys=key.target == "contacts")
+            compact(directory, manifest_of(key), keep_keys=key.target == "contacts")
     snapshot = _snapshot_path(directory)
     arrays: tuple[U64, U64] | None = None
     if snapshot is not None and snapshot.exists():
@@ -404,9 +410,11 @@ def drop_other_mappings(directory: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _manifest(key: StateKey) -> dict[str, Any]:
+def manifest_of(key: StateKey) -> dict[str, Any]:
+    """What a state's manifest says it belongs to (beside its snapshot and count)."""
     return {"api_url": key.api_url, "project": key.project, "datasource": key.datasource,
-            "target": key.target, "mapping_sha256": key.mapping_sha256, "format": 1}
+            "target": key.target, "mapping": key.mapping_name,
+            "mapping_sha256": key.mapping_sha256, "format": 1}
 
 
 # ───────────────────────────── max delete ─────────────────────────────

@@ -113,7 +113,8 @@ def _state_key(box: RunningSandbox, mapping: Path, target: str = "contacts") -> 
     from importer.mapping import load_mapping
 
     s = box.settings
-    return StateKey(box.api_url, s.project, s.datasource, target, load_mapping(mapping).sha256)
+    return StateKey(box.api_url, s.project, s.datasource, target, load_mapping(mapping).sha256,
+                    mapping.stem)
 
 
 def _recorded(box: RunningSandbox, mapping: Path, state: Path, target: str = "contacts"
@@ -219,6 +220,34 @@ def test_a_changed_mapping_sends_everything_and_says_so(tmp_path: Path,
     assert not old_dir.exists()  # the old mapping's state is obsolete once the run is complete
     code, again, _ = _run([str(data), "-m", str(mapping), "--changed-only"], box, state)
     assert again["unchanged"] == 120 and _received(box) - before == 120
+
+
+def test_another_mapping_file_on_the_same_datasource_keeps_its_own_state(
+    tmp_path: Path, box: RunningSandbox
+) -> None:
+    data, state = _csv(tmp_path / "d.csv", _rows(40)), tmp_path / "s"
+    crm = _mapping(tmp_path, name="crm.yaml")
+    shop = _mapping(tmp_path, MAPPING.replace("_first_name: first_name", ""), name="shop.yaml")
+    _run([str(data), "-m", str(crm), "--changed-only"], box, state)
+    code, report, err = _run([str(data), "-m", str(shop), "--changed-only"], box, state)
+    assert code == 0 and report["changed_only"]["contacts"]["status"] == "first"
+    assert "mapping changed" not in err
+    _, again, _ = _run([str(data), "-m", str(crm), "--changed-only"], box, state)
+    assert again["unchanged"] == 40  # the other job did not wipe this one's state
+
+
+def test_a_run_refused_before_sending_records_nothing(tmp_path: Path,
+                                                      box: RunningSandbox) -> None:
+    mapping, state = _mapping(tmp_path), tmp_path / "s"
+    data = _csv(tmp_path / "d.csv", _rows(10))
+    env = {**box.env(), "INSTASENT_STATE_DIR": str(state), "INSTASENT_TOKEN": "wrong"}
+    result = CliRunner().invoke(cli, ["run", str(data), "-m", str(mapping), "--changed-only",
+                                      "-q"], env=env)
+    assert result.exit_code == 1  # 401 at GET /stream
+    directory = _state_key(box, mapping).dir(state)
+    assert read_manifest(directory) is None and not list(directory.glob("acks-*"))
+    _, report, _ = _run([str(data), "-m", str(mapping), "--changed-only"], box, state)
+    assert report["changed_only"]["contacts"]["status"] == "first"
 
 
 def test_full_sends_everything_and_rebuilds_the_state(tmp_path: Path,

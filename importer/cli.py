@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import click
 
 from importer import __version__
-from importer.changed_run import ChangeOptions
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.exceptions import ImporterError, UsageError
 from importer.pipeline import Progress, RunOptions, run_import
@@ -36,6 +35,7 @@ from importer.sources import ReadOptions
 from importer.upload import UploadSettings
 
 if TYPE_CHECKING:
+    from importer.changed_run import ChangeOptions
     from importer.datasource import DatasourceInfo
 
 
@@ -288,14 +288,15 @@ def _changed_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def _change_options(kw: dict[str, Any]) -> ChangeOptions | None:
     """--changed-only and its companions, checked together (exit 2, nothing sent)."""
-    from importer.changes import MaxDelete
-
     if not kw["changed_only"]:
         given = [f for f, on in (("--full", kw["full"]), ("--delete-missing",
                  kw["delete_missing"]), ("--max-delete", kw["max_delete"] is not None)) if on]
         if given:
             raise UsageError(f"{', '.join(given)} only make(s) sense with --changed-only")
         return None
+    from importer.changed_run import ChangeOptions
+    from importer.changes import MaxDelete
+
     if kw["max_delete"] is not None and not kw["delete_missing"]:
         raise UsageError("--max-delete limits --delete-missing: add --delete-missing or drop it")
     limit = MaxDelete.parse(kw["max_delete"]) if kw["max_delete"] is not None else None

@@ -21,20 +21,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import polars as pl
 
 from importer import __version__, eventloop
-from importer.changed_run import (
-    ChangeOptions,
-    ChangeTracker,
-    ConfirmDelete,
-    NotConfirmed,
-    Removal,
-    delete_rejects_path,
-)
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
@@ -56,6 +48,9 @@ from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import apply_specs, fetch_specs
 from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
+
+if TYPE_CHECKING:  # --changed-only's modules load numpy: only runs that use it import them
+    from importer.changed_run import ChangeOptions, ChangeTracker, ConfirmDelete, Removal
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +411,8 @@ async def arun_import(
     removal: Removal | None = None
     complete = False
     if options.changes is not None:
+        from importer.changed_run import ChangeTracker
+
         tracker = ChangeTracker(state_dir, credentials, plan.spec, plan.targets, options.changes,
                                 write=not options.dry_run, run_id=plan.run_id)
     try:
@@ -469,6 +466,8 @@ async def _import(
             if removal is not None and removal.ids and confirm_delete is not None and (
                 not confirm_delete(info, len(removal.ids))
             ):
+                from importer.changed_run import NotConfirmed
+
                 raise NotConfirmed("not confirmed: nothing was sent or deleted")
         if options.specs:
             found = await fetch_specs(client, settings=options.upload, timeout=options.timeout)
@@ -479,6 +478,8 @@ async def _import(
                               options.resume)
         run = _Run(plan, options, progress, earlier, journal, tracker)
         if tracker is not None and removal is not None and removal.ids and not options.dry_run:
+            from importer.changed_run import delete_rejects_path
+
             deleting = asyncio.ensure_future(tracker.delete(
                 removal, credentials, upload=options.upload, timeout=options.timeout,
                 rejects_path=delete_rejects_path(plan.sources[0].path), transport=transport))

@@ -328,6 +328,21 @@ def test_delete_missing_deletes_exactly_the_absent_contacts(tmp_path: Path,
                                                                      ("C00007", "C00042")]
 
 
+def test_a_contact_already_gone_counts_as_absent_and_leaves_the_state(
+    tmp_path: Path, box: RunningSandbox
+) -> None:
+    mapping, state = _night1(tmp_path, box)
+    box.app.store.delete_contact("C00100")  # deleted by someone else in the meantime
+    code, report, err = _run([str(_csv(tmp_path / "n2.csv", _rows(98))), "-m", str(mapping),
+                              "--changed-only", "--delete-missing", "--yes"], box, state)
+    assert code == 0, err
+    assert report["deletion"]["deleted"] == 1 and report["deletion"]["already_absent"] == 1
+    assert _recorded(box, mapping, state).height == 98
+    _, again, _ = _run([str(_csv(tmp_path / "n2.csv", _rows(98))), "-m", str(mapping),
+                        "--changed-only", "--delete-missing", "--yes"], box, state)
+    assert again["deletion"]["deleted"] == 0 and again["unchanged"] == 98
+
+
 def test_delete_missing_is_refused_when_rows_could_not_be_read(tmp_path: Path,
                                                                box: RunningSandbox) -> None:
     mapping, state = _night1(tmp_path, box)

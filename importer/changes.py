@@ -285,8 +285,10 @@ def compact(directory: Path, manifest_extra: dict[str, Any], *, rebuild: bool = 
     _write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
     for path in logs:
         path.unlink()
-    if old is not None and old.name != name:
-        old.unlink(missing_ok=True)
+    # the previous snapshot, and any a killed compaction wrote but never named current
+    for path in [*directory.glob("snapshot-*.parquet"), *directory.glob(".snapshot-*.tmp")]:
+        if path.name != name:
+            path.unlink(missing_ok=True)
     return rows
 
 

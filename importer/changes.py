@@ -225,28 +225,76 @@ class AckLog:
             self._fd = -1
 
 
+@dataclass(frozen=True, slots=True)
+class _LogColumns:
+    """A log as whole columns, in write order (keys: one Arrow string array)."""
+
+    kh: U64
+    ph: U64
+    ack: npt.NDArray[np.bool_]
+    keys: Any  # pyarrow.LargeStringArray
+
+
+def _read_columns(paths: Sequence[Path]) -> _LogColumns:
+    """Blocks in order; a torn or corrupt tail (a killed writer) ends a log.
+
+    Whole columns over the blocks' bytes, not a frame per block nor a str per key: a first
+    night's log holds millions of keys, and its compaction must stay small.
+    """
+    import pyarrow as pa
+
+    kh: list[U64] = []
+    ph: list[U64] = []
+    ack: list[npt.NDArray[np.bool_]] = []
+    ends: list[npt.NDArray[np.int64]] = []
+    blobs: list[memoryview] = []
+    base = 0
+    datas = [path.read_bytes() for path in paths]
+    for data in datas:
+        view, pos = memoryview(data), 0
+        while pos + _BLOCK.size <= len(data):
+            op, n, key_bytes, crc = _BLOCK.unpack_from(data, pos)
+            start = pos + _BLOCK.size
+            end = start + 16 * n + 4 * (n + 1) + key_bytes
+            if end > len(data) or zlib.crc32(view[start:end]) != crc:
+                break
+            kh.append(np.frombuffer(data, np.uint64, n, start))
+            ph.append(np.frombuffer(data, np.uint64, n, start + 8 * n))
+            offsets = np.frombuffer(data, np.uint32, n + 1, start + 16 * n)
+            ends.append(offsets[1:].astype(np.int64) + base)
+            blobs.append(view[start + 16 * n + 4 * (n + 1):end])
+            ack.append(np.full(n, op == _ACK))
+            base += key_bytes
+            pos = end
+    if not kh:
+        empty = np.zeros(0, np.uint64)
+        return _LogColumns(empty, empty, np.zeros(0, np.bool_), pa.array([], pa.large_string()))
+    offsets_all = np.concatenate([np.zeros(1, np.int64), *ends])
+    keys = pa.LargeStringArray.from_buffers(
+        len(offsets_all) - 1, pa.py_buffer(offsets_all), pa.py_buffer(b"".join(blobs)))
+    return _LogColumns(np.concatenate(kh), np.concatenate(ph), np.concatenate(ack), keys)
+
+
 def read_log(path: Path) -> pl.DataFrame:
-    """Blocks in order; a torn or corrupt tail (a killed writer) ends the log."""
-    data = path.read_bytes()
-    pos, parts = 0, []
-    while pos + _BLOCK.size <= len(data):
-        op, n, key_bytes, crc = _BLOCK.unpack_from(data, pos)
-        start = pos + _BLOCK.size
-        end = start + 16 * n + 4 * (n + 1) + key_bytes
-        rest = data[start:end]
-        if end > len(data) or zlib.crc32(rest) != crc:
-            break
-        kh = np.frombuffer(rest, np.uint64, n, 0)
-        ph = np.frombuffer(rest, np.uint64, n, 8 * n)
-        off = np.frombuffer(rest, np.uint32, n + 1, 16 * n)
-        blob = rest[16 * n + 4 * (n + 1):]
-        keys = [blob[off[i]:off[i + 1]].decode() for i in range(n)]
-        parts.append(pl.DataFrame({KEY_HASH: kh, PAYLOAD_HASH: ph, KEY: keys,
-                                   "ack": [op == _ACK] * n}, schema_overrides=_SCHEMA))
-        pos = end
-    if not parts:
-        return pl.DataFrame(schema={**_SCHEMA, "ack": pl.Boolean})
-    return pl.concat(parts)
+    """One log as a frame (inspection, tests): key_hash, payload_hash, key, ack."""
+    cols = _read_columns([path])
+    return pl.DataFrame({KEY_HASH: cols.kh, PAYLOAD_HASH: cols.ph,
+                         KEY: pl.Series(KEY, cols.keys).cast(pl.String), "ack": cols.ack})
+
+
+def _last_acks(cols: _LogColumns, keep_keys: bool) -> tuple[U64, pl.DataFrame]:
+    """The key hashes the logs touched (sorted), and the acknowledged items among their last
+    writes, sorted by key hash: a stable sort keeps each key's writes in log order."""
+    order = np.argsort(cols.kh, kind="stable")
+    sorted_kh = cols.kh[order]
+    last = np.ones(len(order), np.bool_)
+    last[:-1] = sorted_kh[1:] != sorted_kh[:-1]
+    final = order[last]
+    acked = final[cols.ack[final]]
+    keys = (pl.Series(KEY, cols.keys.take(acked)).cast(pl.String) if keep_keys
+            else pl.Series(KEY, [None] * len(acked), pl.String))
+    fresh = pl.DataFrame({KEY_HASH: cols.kh[acked], PAYLOAD_HASH: cols.ph[acked], KEY: keys})
+    return sorted_kh[last], fresh
 
 
 def compact(directory: Path, manifest_extra: dict[str, Any], *, rebuild: bool = False,
@@ -259,19 +307,14 @@ def compact(directory: Path, manifest_extra: dict[str, Any], *, rebuild: bool = 
     old = _snapshot_path(directory)
     if not logs and not rebuild and old is not None:
         return int(read_manifest(directory)["rows"])  # type: ignore[index]
-    log = pl.concat([read_log(p) for p in logs]) if logs else read_log(Path(os.devnull))
-    last = log.unique(subset=KEY_HASH, keep="last", maintain_order=False)
-    if not keep_keys:
-        last = last.with_columns(pl.lit(None, pl.String).alias(KEY))
-    fresh = last.filter(pl.col("ack")).select(KEY_HASH, PAYLOAD_HASH, KEY).sort(KEY_HASH)
+    touched, fresh = _last_acks(_read_columns(logs), keep_keys)
     generation = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     name = f"snapshot-{generation}.parquet"
     tmp = directory / f".{name}.tmp"
     if old is not None and old.exists() and not rebuild:
         # Streamed: the recorded keys minus those the logs touched, merged in key-hash order
         # with the logs' acknowledgements (10M keys: ~1.5 s and ~150 MB, not a 480 MB frame).
-        touched = last[KEY_HASH].implode()
-        kept = pl.scan_parquet(old).filter(~pl.col(KEY_HASH).is_in(touched))
+        kept = pl.scan_parquet(old).filter(~pl.col(KEY_HASH).is_in(pl.Series(touched).implode()))
         kept.merge_sorted(fresh.lazy(), key=KEY_HASH).sink_parquet(
             tmp, compression="zstd", statistics=False)
     else:

@@ -299,6 +299,24 @@ def test_two_targets_count_a_row_unchanged_only_when_nothing_of_it_is_sent(
     assert report["changed_only"]["contacts"]["compared_sent"] == 1  # C99 only
 
 
+def test_a_two_target_dry_run_accounts_for_every_row(tmp_path: Path,
+                                                     box: RunningSandbox) -> None:
+    mapping, state = _mapping(tmp_path, ORDERS), tmp_path / "s"
+    header = "order_id,customer_id,email,amount"
+    rows = [(f"O{i}", f"C{i % 20}", f"u{i % 20}@example.com", "10.5") for i in range(60)]
+    _run([str(_csv(tmp_path / "a.csv", rows, header)), "-m", str(mapping), "--changed-only"],
+         box, state)
+    more = [*rows, ("O100", "C1", "u1@example.com", "3"), ("O101", "C99", "n@example.com", "4")]
+    env = {**box.env(), "INSTASENT_STATE_DIR": str(state)}
+    result = CliRunner().invoke(cli, ["run", str(_csv(tmp_path / "b.csv", more, header)), "-m",
+                                      str(mapping), "--changed-only", "--dry-run", "-q",
+                                      "--output", "json"], env=env)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["unchanged"] == 60 and report["not_attempted"] == 2
+    assert report["rows_read"] == 62 and report["accepted"] == 0
+
+
 # ───────────────────────────── --delete-missing ─────────────────────────────
 
 

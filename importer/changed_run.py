@@ -17,6 +17,7 @@ separately, and a deleted contact is by definition not in today's input).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -119,7 +120,9 @@ class ChangeTracker:
             }
             if write:
                 for state in self.states.values():
-                    name = f"acks-{run_id or 'run'}-{os.getpid()}.log"
+                    # named by start time: logs fold in name order, which must be write order
+                    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+                    name = f"acks-{stamp}-{run_id or 'run'}-{os.getpid()}.log"
                     state.log = AckLog(state.directory / name)
         except BaseException:
             self._unlock()

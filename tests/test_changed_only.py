@@ -584,3 +584,22 @@ def test_a_torn_log_tail_is_ignored(tmp_path: Path) -> None:
     assert torn[KEY_HASH].to_list() == key_hashes(["A", "B"]).tolist()
     assert np.array_equal(torn[PAYLOAD_HASH].to_numpy(),
                           payload_hashes([b'{"a":1}', b'{"b":2}']))
+
+
+def test_logs_left_by_killed_runs_fold_in_write_order(tmp_path: Path) -> None:
+    from importer.changes import compact
+
+    older = AckLog(tmp_path / "acks-20261201T010000000000-zzz-1.log")
+    older.append(["A", "B"], [b'{"v":1}', b'{"v":1}'])
+    older.close()
+    newer = AckLog(tmp_path / "acks-20261202T010000000000-aaa-2.log")
+    newer.append(["A"], [b'{"v":2}'])
+    newer.append(["B"], None)  # deleted since
+    newer.close()
+    assert compact(tmp_path, {}) == 1
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None
+    folded = pl.read_parquet(tmp_path / manifest["snapshot"])
+    assert folded[KEY].to_list() == ["A"]
+    assert folded[PAYLOAD_HASH].to_list() == payload_hashes([b'{"v":2}']).tolist()
+    assert not list(tmp_path.glob("acks-*"))

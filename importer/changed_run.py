@@ -130,6 +130,7 @@ class ChangeTracker:
         # Two targets: rows whose contact was skipped, so their skipped event makes the row
         # "unchanged" (rather than "accepted": its contact went out).
         self.first_skipped: dict[str, list[np.ndarray[Any, Any]]] = {}
+        self._sorted: dict[str, bool] = {}
         self.deletion: DeleteReport | None = None
 
     # -- messages ------------------------------------------------------------------------------
@@ -168,11 +169,20 @@ class ChangeTracker:
             self.first_skipped.setdefault(source_file, []).append(np.asarray(rows, np.int64))
 
     def skipped_first(self, source_file: str, rows: Sequence[int]) -> int:
-        """How many of ``rows`` had their contact skipped as unchanged too."""
+        """How many of ``rows`` had their contact skipped as unchanged too (asked in the last
+        pass only, once the first is over: each file's rows are joined and sorted once)."""
         parts = self.first_skipped.get(source_file)
         if not parts or not rows:
             return 0
-        return int(np.isin(np.asarray(rows, np.int64), np.concatenate(parts)).sum())
+        if len(parts) > 1:
+            parts[:] = [np.sort(np.concatenate(parts))]
+        elif not self._sorted.get(source_file):
+            parts[0] = np.sort(parts[0])
+        self._sorted[source_file] = True
+        skipped = parts[0]
+        wanted = np.asarray(rows, np.int64)
+        at = np.minimum(np.searchsorted(skipped, wanted), len(skipped) - 1)
+        return int((skipped[at] == wanted).sum())
 
     def record(self, target: str, keys: Sequence[str], bodies: Sequence[bytes]) -> None:
         """Acknowledged items; written before the journal hears of them (see changes.py)."""

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, one after the other (minutes; not part of make test).
 
     python -m bench            # all of them
-    python -m bench run        # one: sources | mapping | sandbox | run | compare | ordering
+    python -m bench run        # one: sources | mapping | sandbox | run | changed | compare | ordering
 
 Each prints its own figures; generated data lives in bench/data/ (git-ignored).
 """
@@ -18,6 +18,8 @@ STEPS = {
     "mapping": [sys.executable, "-m", "bench.bench_mapping", "--runs", "3"],
     "sandbox": [sys.executable, "bench/sandbox_load.py", "--requests", "3000"],
     "run": [sys.executable, "-m", "bench.bench_run"],
+    # --changed-only: two nights of a 2M-contact export, and the comparison on 10M keys
+    "changed": [sys.executable, "-m", "bench.bench_changed"],
     # peers 3 at a time: ~2 h and ~5 GB instead of ~6 h (bench/results/README.md)
     "compare": [sys.executable, "-m", "bench.bench_compare", "--parallel", "3"],
     # same-key ordering: stale contacts, and requests/s with repeated ids (issue 15)

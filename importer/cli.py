@@ -23,7 +23,7 @@ import click
 
 from importer import __version__
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
-from importer.exceptions import ImporterError, StorageError
+from importer.exceptions import ImporterError, StorageError, UsageError
 from importer.pipeline import Progress, RunOptions, run_import
 from importer.redaction import hidden, redact
 from importer.report import ImportReport, render
@@ -40,6 +40,7 @@ from importer.storage import check_file, reason, write_private
 from importer.upload import UploadSettings
 
 if TYPE_CHECKING:
+    from importer.changed_run import ChangeOptions
     from importer.datasource import DatasourceInfo
 
 
@@ -375,6 +376,48 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+_CHANGED_OPTIONS = (
+    click.option("--changed-only", is_flag=True,
+                 help="Send only items new or changed since what this datasource last "
+                 "acknowledged for this mapping (state in --state-dir)."),
+    click.option("--full", is_flag=True,
+                 help="With --changed-only: send everything and rebuild the state."),
+    click.option("--delete-missing", is_flag=True,
+                 help="With --changed-only: delete recorded contacts absent from today's "
+                 "input (guarded by --max-delete; asks unless --yes)."),
+    click.option("--max-delete", default=None, metavar="N|P%",
+                 help="Refuse --delete-missing beyond this many deletions, a count or a "
+                 "percentage of the recorded contacts.  [default: 5%]"),
+    click.option("--yes", "-y", is_flag=True,
+                 help="Delete without asking (--delete-missing in scripts)."),
+)
+
+
+def _changed_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``run``'s --changed-only family (not ``retry``'s: a rejects file is not an export)."""
+    for option in reversed(_CHANGED_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _change_options(kw: dict[str, Any]) -> ChangeOptions | None:
+    """--changed-only and its companions, checked together (exit 2, nothing sent)."""
+    if not kw["changed_only"]:
+        given = [f for f, on in (("--full", kw["full"]), ("--delete-missing",
+                 kw["delete_missing"]), ("--max-delete", kw["max_delete"] is not None)) if on]
+        if given:
+            raise UsageError(f"{', '.join(given)} only make(s) sense with --changed-only")
+        return None
+    from importer.changed_run import ChangeOptions
+    from importer.changes import MaxDelete
+
+    if kw["max_delete"] is not None and not kw["delete_missing"]:
+        raise UsageError("--max-delete limits --delete-missing: add --delete-missing or drop it")
+    limit = MaxDelete.parse(kw["max_delete"]) if kw["max_delete"] is not None else None
+    return ChangeOptions(full=kw["full"], delete_missing=kw["delete_missing"],
+                         **({"max_delete": limit} if limit is not None else {}))
+
+
 @dataclass(frozen=True, slots=True)
 class _RunArgs:
     """What the shared options say, resolved once."""
@@ -408,11 +451,15 @@ def _run_args(kw: dict[str, Any]) -> _RunArgs:
                     kw["use_sandbox"])
 
 
-def _import(files: Sequence[str], mapping: str, args: _RunArgs) -> None:
+def _import(files: Sequence[str], mapping: str, args: _RunArgs, *, yes: bool = False) -> None:
     """Run the import the options describe, print the report, exit with its code."""
     if args.report_path:
         check_file(args.report_path, "report")  # exit 2 now rather than a lost report later
     printer = _ProgressPrinter(quiet=args.quiet)
+    changes = args.options.changes
+    confirm = None
+    if changes is not None and changes.delete_missing and not (yes or args.options.dry_run):
+        confirm = _ask("absent from today's input, recorded by --changed-only")
     with contextlib.ExitStack() as stack:
         if args.use_sandbox:
             from importer.sandbox.server import running_sandbox
@@ -422,15 +469,27 @@ def _import(files: Sequence[str], mapping: str, args: _RunArgs) -> None:
                                               box.settings.datasource, box.settings.token))
             if not args.quiet:
                 click.echo(f"rehearsing against an in-process sandbox at {box.api_url}", err=True)
+        elif args.options.dry_run and not args.options.specs and changes is not None:
+            from importer.changed_run import state_credentials
+
+            credentials = state_credentials()  # the state is per datasource; no token needed
         elif args.options.dry_run and not args.options.specs:
             credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
         else:
             credentials = _credentials(args.token_file)
         try:
-            report = run_import(files, mapping, credentials, args.options, progress=printer)
+            report = run_import(files, mapping, credentials, args.options, progress=printer,
+                                notice=lambda line: click.echo(line, err=True),
+                                confirm_delete=confirm)
         finally:
             printer.close()
     _emit_report(report, report_path=args.report_path, output=args.output, quiet=args.quiet)
+    if report.dry_run and report.deletion is not None and args.output != "json":
+        ids = list(report.deletion.get("ids", ()))
+        click.echo(f"would delete {_contacts(len(ids))} absent from today's input "
+                   "(--delete-missing):", err=True)
+        for user_id in ids:
+            click.echo(user_id)
     sys.exit(report.exit_code)
 
 
@@ -439,13 +498,18 @@ def _import(files: Sequence[str], mapping: str, args: _RunArgs) -> None:
 @click.option("--mapping", "-m", required=True, type=click.Path(dir_okay=False),
               help="The column-mapping YAML.")
 @_run_options
+@_changed_options
 def run(files: tuple[str, ...], mapping: str, **kw: Any) -> None:
     """Import FILES (CSV, Parquet, NDJSON; globs and directories too) with a mapping.
 
-    Exit codes: 0 all accepted · 1 aborted · 2 bad input/mapping/config, nothing sent ·
-    3 permanent rejects written · 4 retryable failures left (run `instasent-import retry`).
+    --changed-only sends only what changed since the datasource last acknowledged it (and
+    --delete-missing mirrors deletions). Exit codes: 0 all accepted · 1 aborted · 2 bad
+    input/mapping/config, nothing sent · 3 permanent rejects written · 4 retryable failures
+    left (run `instasent-import retry`).
     """
-    _import(files, mapping, _run_args(kw))
+    args = _run_args(kw)
+    options = dataclasses.replace(args.options, changes=_change_options(kw))
+    _import(files, mapping, dataclasses.replace(args, options=options), yes=kw["yes"])
 
 
 @cli.command()
@@ -523,6 +587,11 @@ def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
 @click.option("--specs", "use_specs", is_flag=True,
               help="Also check the mapping against the datasource's spec endpoints (reads "
                    "them with the INSTASENT_* credentials; rows over its limits would reject).")
+@click.option("--changed-only", is_flag=True,
+              help="Also say how many items `run --changed-only` would send, skip as unchanged "
+                   "and (--delete-missing) delete, from the recorded state; no network.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="State directory (default: $INSTASENT_STATE_DIR or .instasent-import).")
 def validate(
     files: tuple[str, ...],
     mapping: str,
@@ -533,6 +602,8 @@ def validate(
     delimiter: str | None,
     encoding: str | None,
     use_specs: bool,
+    changed_only: bool,
+    state_dir: str | None,
 ) -> None:
     """Map and check FILES locally with a mapping; nothing is sent.
 
@@ -555,6 +626,7 @@ def validate(
         report = validate_files(
             files, mapping, read=_read_options(delimiter, encoding), sample=sample, top=top,
             rejects_path=rejects_path, specs=found,
+            changes=_preview_tracker(files, mapping, state_dir) if changed_only else None,
         )
     except ImporterError as exc:
         if output != "json":
@@ -572,6 +644,19 @@ def validate(
     else:
         click.echo(render_text(report))
     sys.exit(report.exit_code)
+
+def _preview_tracker(files: Sequence[str], mapping: str, state_dir: str | None) -> Any:
+    """A read-only view of the changed-only state (no lock, no network, no token)."""
+    from importer.changed_run import ChangeOptions, ChangeTracker, state_credentials
+    from importer.journal import DEFAULT_STATE_DIR
+    from importer.mapping import load_mapping
+
+    spec = load_mapping(mapping)
+    root = state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    targets = [t.target for t in spec.targets]
+    return ChangeTracker(root, state_credentials(), spec, targets,
+                         ChangeOptions(delete_missing="contacts" in targets), write=False)
+
 
 # ───────────────────────────── the datasource: check, delete, specs ─────────────────────────
 

@@ -640,6 +640,8 @@ class _Deleter:
         self._unknown_404: str | None = None  # how a 404 naming nothing was settled
         self._verify_lock = asyncio.Lock()
         self._answered = 0
+        # ids the datasource no longer has (deleted or already absent), told as they come
+        self.on_done: Callable[[Sequence[str]], None] | None = None
 
     async def run(self, ids: Sequence[str]) -> list[_Outcome | None]:
         """One outcome per id, None for an id never answered (the run stopped)."""
@@ -650,7 +652,9 @@ class _Deleter:
             for i in positions:
                 if self.fatal is not None:
                     return
-                results[i] = await self._one(ids[i])
+                outcome = results[i] = await self._one(ids[i])
+                if self.on_done is not None and outcome is not None and outcome.kind != "failed":
+                    self.on_done((ids[i],))
                 self._answered += 1
                 if self._progress is not None:
                     self._progress(self._answered, len(ids))
@@ -857,12 +861,14 @@ async def adelete_contacts(
     progress: ProgressCallback | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     timing: Timing | None = None,
+    on_done: Callable[[Sequence[str]], None] | None = None,
 ) -> DeleteReport:
     """Verify the datasource (``GET /stream``; raises FatalApiError, nothing deleted), ask
     ``confirm(info, count)`` when given, then delete every id of ``plan``.
 
     A 401 or a datasource 404 *during* the deletes does not raise: the report says
-    ``aborted`` and counts the ids never answered as ``not_attempted``.
+    ``aborted`` and counts the ids never answered as ``not_attempted``. ``on_done`` hears
+    each id the datasource no longer has (deleted or already absent) as its answer comes.
     """
     timing = timing or Timing()
     started = time.monotonic()
@@ -889,6 +895,7 @@ async def adelete_contacts(
                                 aborted="not confirmed: nothing was deleted")
         else:
             deleter = _Deleter(client, settings, timing, options.timeout, progress)
+            deleter.on_done = on_done
             tally.outcomes(await deleter.run(plan.ids))
             stats, fatal = deleter.stats, deleter.fatal
     finally:

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import polars as pl
@@ -64,6 +64,9 @@ from importer.storage import (
 )
 from importer.upload import ChunkResult, Uploader, UploadSettings, UploadStats
 
+if TYPE_CHECKING:  # --changed-only's modules load numpy: only runs that use it import them
+    from importer.changed_run import ChangeOptions, ChangeTracker, ConfirmDelete, Removal
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
@@ -90,6 +93,8 @@ class RunOptions:
     # Rows met before the run that could not be read (``retry`` of a damaged rejects file):
     # they are part of the run's input, written to its rejects file as ``read`` rejects.
     carried_rejects: tuple[Reject, ...] = ()
+    # --changed-only (importer/changed_run.py); None: send everything, read and write no state
+    changes: ChangeOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +178,10 @@ class _Run:
         progress: ProgressCallback | None,
         earlier: Earlier = Earlier(),
         journal: Journal | None = None,
+        changes: ChangeTracker | None = None,
     ) -> None:
         self.plan = plan
+        self.changes = changes
         self.options = options
         self.progress = progress
         self.earlier = earlier
@@ -261,14 +268,19 @@ class _Run:
                         bodies = list(itertools.compress(bodies, keep))
                     earlier_first = before - len(rows) if first_pass else 0
                     deduped = None
-                    if target == "events":
+                    if target == "events":  # the first occurrence of an _event_id is sent
                         deduped = dedupe(self.event_ids, batch, rows, keys, bodies)
                         rows, keys, bodies = deduped.rows, deduped.keys, deduped.bodies
+                    unchanged: Sequence[int] = ()
+                    if self.changes is not None:  # before chunking: batches stay full
+                        rows, keys, bodies, unchanged = self.changes.keep(target, rows, keys,
+                                                                          bodies)
                     users = user_ids_of(bodies) if upserts else None
                     chunks = list(
                         chunker.add(batch.source_file, rows, keys, bodies, batch.frame, users)
                     )
-                    yield _Produced(batch, mapped, chunks, skipped, earlier_first, deduped)
+                    yield _Produced(batch, mapped, chunks, skipped, earlier_first,
+                                    deduped=deduped, unchanged=unchanged)
         yield _Produced(None, None, list(chunker.flush()))
 
     def _seen_before(
@@ -302,6 +314,8 @@ class _Run:
             # (a dry run's second pass sends nothing and counted its rows in the first)
             if deduped is not None and (first_pass or not self.options.dry_run):
                 self.reconciler.on_deduped(deduped.identical, deduped.rejects)
+            if produced.unchanged:
+                self._on_unchanged(batch.source_file, produced.unchanged)
         except StorageError as exc:
             self._storage_failed(exc)  # _stopping now: nothing more is read or sent
         self._done_bytes = max(self._done_bytes, batch.progress)
@@ -322,6 +336,17 @@ class _Run:
             self.reconciler.on_skipped(done, 0)
         except StorageError as exc:
             self._storage_failed(exc)
+
+    def _on_unchanged(self, source_file: str, rows: Sequence[int]) -> None:
+        assert self.changes is not None
+        first_also = 0
+        if len(self.plan.targets) > 1:
+            if self._phase == self.plan.targets[0]:
+                self.changes.note_first_skipped(source_file, rows)
+            else:
+                first_also = self.changes.skipped_first(source_file, rows)
+        self.reconciler.on_unchanged(self._phase, len(rows), first_also,
+                                     dry_run=self.options.dry_run)
 
     def _unsent(self, chunks: Iterable[Chunk]) -> None:
         for chunk in chunks:
@@ -395,6 +420,16 @@ class _Run:
             ok = [o.ok for o in result.outcomes]
             files = tuple(itertools.compress(chunk.files, ok))
             rows = tuple(itertools.compress(chunk.rows, ok))
+        if self.changes is not None and rows:  # recorded before the journal: see changes.py
+            try:
+                if result.all_accepted:
+                    self.changes.record(chunk.target, chunk.keys, chunk.bodies)
+                else:
+                    self.changes.record(chunk.target, list(itertools.compress(chunk.keys, ok)),
+                                        list(itertools.compress(chunk.bodies, ok)))
+            except STORAGE_ERRORS as exc:
+                self._storage_failed(storage_error(
+                    getattr(exc, "filename", None) or "the --changed-only state", exc))
         # The journal first: what the API acknowledged stays acknowledged for --resume even
         # when the rejects file cannot be written any more.
         if self.journal is not None and rows:
@@ -452,6 +487,7 @@ class _Produced:
     skipped: int = 0  # rows finished by an earlier invocation (resume)
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
     deduped: Deduped | None = None  # events: later occurrences of an _event_id, not sent
+    unchanged: Sequence[int] = ()  # rows whose item --changed-only did not send
 
 
 def _spread(upload: UploadSettings) -> int:
@@ -507,6 +543,8 @@ async def arun_import(
     *,
     progress: ProgressCallback | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    notice: Callable[[str], None] | None = None,
+    confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
     """Import ``inputs`` with ``mapping``; returns the report (see ``ImportReport.exit_code``).
 
@@ -515,11 +553,17 @@ async def arun_import(
     file of the run cannot be written mid-run (resumable). A 401/404 *during* the run does
     not raise: the report says ``aborted`` and counts the rows never sent as
     ``not_attempted``.
+
+    ``--changed-only`` (``options.changes``): ``notice`` hears the one line said at the start
+    (mapping changed, first run, ``--full``); ``confirm_delete(info, count)`` is asked before
+    anything is sent when ``--delete-missing`` found contacts to delete (raises NotConfirmed
+    when it says no). Another run holding the state raises StateLocked (nothing sent).
     """
     # The token is masked from every message, report field and rejects cell of the run.
     with hidden(credentials.token):
         report = await _arun_import(inputs, mapping, credentials, options, progress=progress,
-                                    transport=transport)
+                                    transport=transport, notice=notice,
+                                    confirm_delete=confirm_delete)
         if report.aborted:
             report = dataclasses.replace(report, aborted=redact(report.aborted))
         return report
@@ -533,13 +577,55 @@ async def _arun_import(
     *,
     progress: ProgressCallback | None,
     transport: httpx.AsyncBaseTransport | None,
+    notice: Callable[[str], None] | None,
+    confirm_delete: ConfirmDelete | None,
 ) -> ImportReport:
+    """The run with its ``--changed-only`` state around it (read before, saved after)."""
     plan = plan_import(inputs, mapping, options.read)
     started = time.monotonic()
+    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    tracker: ChangeTracker | None = None
+    removal: Removal | None = None
+    complete = False
+    if options.changes is not None:
+        from importer.changed_run import ChangeTracker
+
+        tracker = ChangeTracker(state_dir, credentials, plan.spec, plan.targets, options.changes,
+                                write=not options.dry_run, run_id=plan.run_id)
+    try:
+        if tracker is not None and options.changes is not None:
+            for line in tracker.notices():
+                if notice is not None:
+                    notice(line)
+            if options.changes.delete_missing:
+                removal = tracker.find_removals(plan.spec, plan.sources, options.read)
+                if removal.note and notice is not None:
+                    notice(removal.note)
+        report = await _import(plan, credentials, options, progress, transport, state_dir,
+                               tracker, removal, confirm_delete, started)
+        complete = report.aborted is None
+        return report
+    finally:
+        if tracker is not None:
+            tracker.close(complete=complete)
+
+
+async def _import(
+    plan: Plan,
+    credentials: Credentials,
+    options: RunOptions,
+    progress: ProgressCallback | None,
+    transport: httpx.AsyncBaseTransport | None,
+    state_dir: str,
+    tracker: ChangeTracker | None,
+    removal: Removal | None,
+    confirm_delete: ConfirmDelete | None,
+    started: float,
+) -> ImportReport:
     journal = None
     earlier = Earlier()
+    deleting: asyncio.Future[Any] | None = None
     spec_warnings: tuple[MappingProblem, ...] = ()
-    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
     lock = None
 
     def unexpected(exc: Exception) -> ImporterError:
@@ -572,7 +658,13 @@ async def _arun_import(
                                  inputs=_canonical_inputs(plan), mapping_sha=plan.spec.sha256)
         if not options.dry_run:
             # GET /stream: 401/404 stop here, nothing sent; connection failures say which.
-            await fetch_stream(client, timeout=options.timeout, settings=options.upload)
+            info = await fetch_stream(client, timeout=options.timeout, settings=options.upload)
+            if removal is not None and removal.ids and confirm_delete is not None and (
+                not confirm_delete(info, len(removal.ids))
+            ):
+                from importer.changed_run import NotConfirmed
+
+                raise NotConfirmed("not confirmed: nothing was sent or deleted")
         if options.specs:
             found = await fetch_specs(client, settings=options.upload, timeout=options.timeout)
             compiled, spec_warnings = apply_specs(plan.spec, plan.compiled, found)
@@ -580,11 +672,19 @@ async def _arun_import(
         if journal is not None:
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
                               options.resume, inputs=tuple(s.path for s in plan.sources))
-        run = _Run(plan, options, progress, earlier, journal)
+        run = _Run(plan, options, progress, earlier, journal, tracker)
+        if tracker is not None and removal is not None and removal.ids and not options.dry_run:
+            from importer.changed_run import delete_rejects_path
+
+            deleting = asyncio.ensure_future(tracker.delete(
+                removal, credentials, upload=options.upload, timeout=options.timeout,
+                rejects_path=delete_rejects_path(plan.sources[0].path), transport=transport))
         try:
             if run.rejects_path != _rejects_path(plan, options):  # a resumed run's own file
                 _check_rejects(run.rejects_path, journal, plan.run_id)
             stats = await _send_all(run, client, options)
+            if deleting is not None:
+                await deleting
             run.close()
         except STORAGE_ERRORS as exc:
             with contextlib.suppress(Exception):  # already failing: keep the first error
@@ -599,6 +699,9 @@ async def _arun_import(
                 with contextlib.suppress(Exception):
                     journal.finish(plan.run_id, "aborted")
             raise
+        finally:
+            if deleting is not None and not deleting.done():
+                deleting.cancel()
         if run.failure is not None:
             raise run.failure
         tally = run.reconciler.finish()
@@ -661,6 +764,9 @@ async def _arun_import(
             w.render(str(plan.spec.path))
             for w in (*(plan.compiled[0].warnings if plan.compiled else ()), *spec_warnings)
         ),
+        unchanged=tally.unchanged,
+        changed_only=tracker.summary() if tracker is not None else None,
+        deletion=_deletion(tracker, removal, options.dry_run),
     )
 
 
@@ -704,6 +810,18 @@ def _storage_failure(exc: BaseException, journal: Journal | None) -> StorageErro
     if isinstance(exc, sqlite3.Error) and journal is not None:
         return storage_error(journal.path, exc)
     return storage_error("a file of the run", exc)
+
+
+def _deletion(
+    tracker: ChangeTracker | None, removal: Removal | None, dry_run: bool
+) -> dict[str, Any] | None:
+    if removal is None:
+        return None
+    if dry_run:
+        return {"ids": list(removal.ids), "recorded": removal.recorded}
+    if tracker is not None and tracker.deletion is not None:
+        return tracker.deletion.to_dict()
+    return {"deleted": 0, "already_absent": 0, "failed": 0, "exit_code": 0}
 
 
 def _rejects_path(plan: Plan, options: RunOptions) -> str:
@@ -790,10 +908,13 @@ def run_import(
     options: RunOptions = RunOptions(),
     *,
     progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
+    confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
     """Synchronous :func:`arun_import`, on an event loop that gathers the wake-ups of a paced
     run (:mod:`importer.eventloop`)."""
     report: ImportReport = eventloop.run(
-        arun_import(inputs, mapping, credentials, options, progress=progress)
+        arun_import(inputs, mapping, credentials, options, progress=progress, notice=notice,
+                    confirm_delete=confirm_delete)
     )
     return report

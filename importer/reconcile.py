@@ -2,12 +2,13 @@
 
 Every row read ends in exactly one bucket, each tallied where it happens:
 
-    rows_read == accepted + rejected + filtered + not_attempted + skipped_done
+    rows_read == accepted + rejected + filtered + unchanged + not_attempted + skipped_done
                  + duplicates_in_input
 
 (``duplicates_in_input``: event rows repeating an earlier row's event exactly; not sent.)
 
-(``skipped_done``: rows a resumed run found already acknowledged or already rejected.)
+(``skipped_done``: rows a resumed run found already acknowledged or already rejected;
+``unchanged``: rows ``--changed-only`` did not send because the datasource has them.)
 
 ``finish`` checks that equation; a mismatch is a bug and fails the run loudly
 (:class:`InternalError`), because the promise of the tool is that no row goes missing.
@@ -52,6 +53,7 @@ class Tally:
     filtered: int = 0
     not_attempted: int = 0
     skipped_done: int = 0
+    unchanged: int = 0
     retryable: int = 0
     duplicates: int = 0  # accepted, and the API said it already had the event
     duplicates_in_input: int = 0  # repeated an earlier event of the input exactly: not sent
@@ -65,7 +67,7 @@ class Tally:
     def accounted(self) -> int:
         return (
             self.accepted + self.rejected + self.filtered + self.not_attempted + self.skipped_done
-            + self.duplicates_in_input
+            + self.duplicates_in_input + self.unchanged
         )
 
 
@@ -134,6 +136,30 @@ class Reconciler:
         if self.two_targets:
             self.pending -= identical + len(rejects)
         self._reject(rejects)
+
+    def on_unchanged(
+        self, target: str, n: int, first_skipped: int = 0, *, dry_run: bool = False
+    ) -> None:
+        """``n`` items of ``target`` not sent by ``--changed-only`` (the datasource has them).
+
+        With two targets, a row is ``unchanged`` only when neither of its items is sent: a
+        skipped contact leaves the row waiting for its event; a skipped event ends the row as
+        unchanged when its contact was skipped too (``first_skipped`` of the ``n``), else as
+        accepted (its contact went out and was acknowledged; a dry run counted it already).
+        """
+        if not n:
+            return
+        if target != self.final_target:
+            self.pending += n
+            return
+        if not self.two_targets:
+            self.tally.unchanged += n
+            return
+        self.tally.unchanged += first_skipped
+        self.pending -= first_skipped
+        if not dry_run:
+            self.tally.accepted += n - first_skipped
+            self.pending -= n - first_skipped
 
     # -- the API's answers ----------------------------------------------------------------
     def on_result(self, result: ChunkResult) -> None:
@@ -263,7 +289,7 @@ class Reconciler:
                 "accounting invariant broken (a bug — please report it): "
                 f"rows_read={t.rows_read} but accepted={t.accepted} + rejected={t.rejected} "
                 f"+ filtered={t.filtered} + not_attempted={t.not_attempted} "
-                f"+ skipped_done={t.skipped_done} "
+                f"+ skipped_done={t.skipped_done} + unchanged={t.unchanged} "
                 f"+ duplicates_in_input={t.duplicates_in_input} = {t.accounted}"
             )
         return self.tally

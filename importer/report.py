@@ -51,6 +51,11 @@ class ImportReport:
     # sent, part of the accounting (rows_read = accepted + rejected + filtered +
     # not_attempted + skipped_done + duplicates_in_input).
     duplicates_in_input: int = 0
+    # --changed-only: rows not sent because the datasource has them, the state per target,
+    # and --delete-missing's deletions (a DeleteReport as a dict, or the ids of a dry run)
+    unchanged: int = 0
+    changed_only: Mapping[str, Any] | None = None
+    deletion: Mapping[str, Any] | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -69,11 +74,12 @@ class ImportReport:
         Retryable wins over permanent: ``retry`` is the next thing to run either way. A
         resumed run answers for the whole run, so rows its earlier invocations rejected count.
         """
-        if self.aborted:
+        deleted = int(self.deletion.get("exit_code", 0)) if self.deletion else 0
+        if self.aborted or deleted == EXIT_ABORTED:
             return EXIT_ABORTED
-        if self.retryable_rejects or self.retryable_before:
+        if self.retryable_rejects or self.retryable_before or deleted == EXIT_RETRYABLE:
             return EXIT_RETRYABLE
-        if self.rejected or self.rejected_before:
+        if self.rejected or self.rejected_before or deleted == EXIT_REJECTS:
             return EXIT_REJECTS
         return EXIT_OK
 
@@ -106,6 +112,8 @@ def render(report: ImportReport) -> str:
     ]
     if report.duplicates_in_input:
         lines.append(f"{'  repeated in input':<22}{report.duplicates_in_input:>12,}")
+    if report.changed_only is not None:
+        lines.append(f"{'  unchanged (skipped)':<22}{report.unchanged:>12,}")
     if report.resumed:
         lines.append(f"{'  done before (resume)':<22}{report.skipped_done:>12,}")
         if report.rejected_before:
@@ -127,6 +135,7 @@ def render(report: ImportReport) -> str:
         f"{'duration':<22}{report.duration_s:>11.2f}s",
         f"{'rows/s':<22}{report.rows_per_s:>12,.0f}",
     ]
+    lines += _deletion_lines(report.deletion)
     if report.dry_run:
         lines.append("dry run: nothing was sent")
     if report.rejects_path:
@@ -134,3 +143,19 @@ def render(report: ImportReport) -> str:
     if report.aborted:
         lines.append(f"ABORTED: {redact(report.aborted)}")
     return "\n".join(lines)
+
+
+def _deletion_lines(deletion: Mapping[str, Any] | None) -> list[str]:
+    """``--delete-missing``: what was (or, in a dry run, would be) deleted."""
+    if deletion is None:
+        return []
+    if "ids" in deletion and "deleted" not in deletion:
+        return [f"{'would delete (absent)':<22}{len(deletion['ids']):>12,}"]
+    lines = [f"{'deleted (absent)':<22}{deletion.get('deleted', 0):>12,}",
+             f"{'  already absent':<22}{deletion.get('already_absent', 0):>12,}",
+             f"{'  delete failed':<22}{deletion.get('failed', 0):>12,}"]
+    if deletion.get("rejects_path"):
+        lines.append(f"delete rejects file: {deletion['rejects_path']}")
+    if deletion.get("aborted"):
+        lines.append(f"DELETIONS ABORTED: {deletion['aborted']}")
+    return lines

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
@@ -34,6 +34,9 @@ from importer.records import Reject, RejectFrame, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import DatasourceSpecs, apply_specs
+
+if TYPE_CHECKING:
+    from importer.changed_run import ChangeTracker
 
 _REJECT_SUFFIXES: dict[str, RejectsFormat] = {
     ".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson",
@@ -72,6 +75,9 @@ class ValidationReport:
     # rows whose event repeats an earlier row's exactly (same _event_id and content): a run
     # sends the first and counts these as duplicates_in_input
     duplicates_in_input: int = 0
+    # --changed-only: per target, items that would be sent / skipped as unchanged, and the
+    # contacts --delete-missing would delete (with the guard that would refuse, if any)
+    changes: Mapping[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -100,6 +106,7 @@ class ValidationReport:
             "warnings": [{"line": w.line, "message": w.message} for w in self.warnings],
             "rejects_file": self.rejects_path,
             "specs": self.specs_source,
+            "changed_only": dict(self.changes) if self.changes is not None else None,
             "exit_code": self.exit_code,
         }
 
@@ -113,11 +120,15 @@ def validate_files(
     top: int = 10,
     rejects_path: str | Path | None = None,
     specs: DatasourceSpecs | None = None,
+    changes: ChangeTracker | None = None,
 ) -> ValidationReport:
     """Map ``inputs`` with ``mapping`` and tally the outcome; nothing leaves the machine.
 
     Raises :class:`MappingError` (every problem, across all files' headers, and against
     ``specs`` when given) or :class:`InputError` before reading any row.
+
+    ``changes`` (a read-only :class:`ChangeTracker`): also count what ``run --changed-only``
+    would send, skip and delete.
     """
     sources = resolve_inputs(inputs, read)
     # the mapping's own problems and every header's column problems, in one report
@@ -134,6 +145,9 @@ def validate_files(
             for batch in iter_batches(source, read):
                 mapped = mapper.map_batch(batch)
                 tally.add(batch, mapped)
+                if changes is not None:
+                    for target, items in mapped.items.items():
+                        changes.preview(target, items.keys, items.bodies)
                 writer.write(batch.rejects, batch.frame.schema)
                 writer.write(mapped.rejects, batch.frame.schema)
                 events = mapped.items.get("events")
@@ -147,9 +161,26 @@ def validate_files(
         writer.close()
     warnings = tuple(dict.fromkeys(w for c in compiled for w in c.warnings)) or spec.warnings
     report = tally.report(spec, sources, (*warnings, *spec_warnings), writer.path_if_written)
+    if changes is not None:
+        report = dataclasses.replace(report, changes=_changes(changes, spec, sources, read))
     if specs is None:
         return report
     return dataclasses.replace(report, specs_source=specs.source)
+
+
+def _changes(
+    changes: ChangeTracker, spec: MappingSpec, sources: Sequence[SourceFile], read: ReadOptions
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        t: {"status": s.status, "would_send": s.sent, "unchanged": s.unchanged,
+            "recorded": s.recorded}
+        for t, s in changes.states.items()
+    }
+    if "contacts" in changes.states:
+        removal = changes.scan_removals(spec, sources, read)
+        out["would_delete"] = len(removal.ids)
+        out["delete_refused"] = removal.refused or removal.note or None
+    return out
 
 
 @dataclass
@@ -298,6 +329,25 @@ def render_text(report: ValidationReport) -> str:
         if bodies:
             lines += ["", f"sample {target} payloads (as sent):"]
             lines += [b.decode("utf-8") for b in bodies]
+    if report.changes is not None:
+        lines += ["", "with --changed-only (against the recorded state):"]
+        for target, c in report.changes.items():
+            if isinstance(c, Mapping):
+                lines.append(f"  {target:<9} would send {c['would_send']:>10,}   unchanged "
+                             f"{c['unchanged']:>10,}   ({_STATUS[c['status']]})")
+        if "would_delete" in report.changes:
+            lines.append(f"  --delete-missing would delete {report.changes['would_delete']:,} "
+                         "contact(s) absent from this input")
+            if report.changes.get("delete_refused"):
+                lines.append(f"  {report.changes['delete_refused']}")
     if report.rejects_path:
         lines += ["", f"rejects written to {report.rejects_path} (mode 0600)"]
     return "\n".join(lines)
+
+
+_STATUS = {
+    "recorded": "compared with the recorded state",
+    "first": "no state yet: everything would be sent",
+    "mapping_changed": "mapping changed since the last run: everything would be sent",
+    "full": "--full: everything would be sent",
+}

@@ -59,3 +59,19 @@ def test_every_tool_finishes_and_the_importer_loses_nothing(tmp_path: Path) -> N
     rows = [line for line in table.splitlines() if line.startswith("| 3:") or
             line.startswith("| 1:")]
     assert sorted(line.split(" | ")[1] for line in rows) == sorted(TOOLS * 2)
+
+
+def test_the_changed_only_benchmark_runs_small() -> None:
+    """bench/bench_changed.py end to end on 3,000 rows and 50,000 keys, unthrottled."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_changed", "--rows", "3000", "--keys", "50000",
+         "--rate-limit", "0", "--pause", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    blocks = re.findall(r"^\{.*?^\}", done.stdout, re.MULTILINE | re.DOTALL)
+    compare = json.loads(blocks[0])["compare"]
+    assert compare["unchanged"] == 49_500 and compare["sent"] == 500
+    nights = json.loads(blocks[1])["nights"]["night2"]
+    assert nights["items_sent"] == nights["expected_items"] == 45
+    assert nights["requests"] == nights["expected_requests"] == 1
+    assert nights["deleted"] == nights["deleted_in_sandbox"] == nights["expected_deleted"] == 6

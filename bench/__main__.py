@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, one after the other (minutes; not part of make test).
 
     python -m bench            # all of them
-    python -m bench run        # one: sources | mapping | sandbox | run | changed | compare | ordering
+    python -m bench run        # one of: sources mapping sandbox run changed compare ordering
 
 Each prints its own figures; generated data lives in bench/data/ (git-ignored).
 """

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import polars as pl
 
-from importer import __version__, eventloop
+from importer import __version__
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
@@ -439,7 +439,7 @@ async def arun_import(
         warnings=tuple(
             w.render(str(plan.spec.path))
             for w in (*(plan.compiled[0].warnings if plan.compiled else ()), *spec_warnings)
-        ),
+        ) + tuple(stats.warnings),
     )
 
 
@@ -504,9 +504,5 @@ def run_import(
     *,
     progress: ProgressCallback | None = None,
 ) -> ImportReport:
-    """Synchronous :func:`arun_import`, on an event loop that gathers the wake-ups of a paced
-    run (:mod:`importer.eventloop`)."""
-    report: ImportReport = eventloop.run(
-        arun_import(inputs, mapping, credentials, options, progress=progress)
-    )
-    return report
+    """Synchronous :func:`arun_import`."""
+    return asyncio.run(arun_import(inputs, mapping, credentials, options, progress=progress))

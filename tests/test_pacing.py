@@ -227,32 +227,6 @@ def test_the_limit_bounds_concurrent_holders_and_a_cancelled_waiter_leaks_no_slo
     assert order[3:] == [i for i in range(3, 12) if i != 5]
 
 
-def test_the_event_loop_is_told_when_requests_are_spaced_out() -> None:
-    """Spaced requests let the loop gather its wake-ups; a budget the run cannot spend, or
-    no rate-limit headers, must not slow anything."""
-    from importer import eventloop
-
-    t = FakeTime()
-    pacer = _pacer(t)
-
-    async def go() -> list[bool]:
-        seen = []
-        await pacer.acquire()  # nothing known yet
-        seen.append(eventloop.is_paced())
-        pacer.done(RateInfo(limit=600, remaining=100, reset=t.now + 60))  # 0.6 s apart
-        await pacer.acquire()
-        seen.append(eventloop.is_paced())
-        pacer.done(RateInfo(limit=10**6, remaining=10**6, reset=t.now + 61))  # 61 µs apart
-        await pacer.acquire()
-        seen.append(eventloop.is_paced())
-        return seen
-
-    try:
-        assert asyncio.run(go()) == [False, True, False]
-    finally:
-        eventloop.paced(False)
-
-
 def test_the_handoff_tops_up_in_bulk_and_drains_on_close() -> None:
     """The producer sleeps until the workers have taken the backlog down to ``low``: a few
     turns for many chunks, not one per chunk; after close, queued chunks are still handed

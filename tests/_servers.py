@@ -111,12 +111,13 @@ class ShapingFront(_Loop):
     POST (1-based, over all connections), ``reused`` when it is not the first request of its
     connection: "" (answer as is), "1xx", "gzip", "drop" (processed, then closed without an
     answer), "408-idle" (answered; then, if the connection stays idle for ``idle_s``, a
-    408 and a close) or "503" (not processed: 503 with ``Retry-After: 3``). ``rewrite``:
+    408, and a close ``linger_s`` later) or "503" (not processed: 503 with ``Retry-After: 3``). ``rewrite``:
     answer headers replaced on every answer."""
 
     upstream: str = ""  # http://127.0.0.1:PORT
     shape: Callable[[int, bool], str] = lambda n, reused: ""
     idle_s: float = 0.05
+    linger_s: float = 0.3
     rewrite: dict[str, str] = field(default_factory=dict)  # answer headers to replace
     posts: int = 0
     dropped: int = 0
@@ -144,7 +145,8 @@ class ShapingFront(_Loop):
                     writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
                                  b"Connection: close\r\n\r\n")
                     await writer.drain()
-                    await asyncio.sleep(0.05)
+                    # Closing takes a while: a request written meanwhile is never read.
+                    await asyncio.sleep(self.linger_s)
                     return
                 idle_timeout = None
                 served += 1

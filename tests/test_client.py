@@ -129,3 +129,36 @@ def test_the_all_accepted_shortcut_agrees_with_the_item_by_item_reading(
     fast = interpret(202, {}, content, keys)
     careful = _docs_items({"items": items}, keys)  # no body given: never the shortcut
     assert fast.items == careful if careful is not None else fast.verdict is Verdict.RETRY
+
+
+def test_rate_limit_reset_is_read_robustly() -> None:
+    """X-RateLimit-Reset: a Unix time as is when the clocks agree; read against the answer's
+    Date when this machine's clock is off by more than CLOCK_SKEW_TOLERANCE; a small value
+    is seconds from now; garbage is ignored and said once (the problem is reported)."""
+    now = 1_700_000_000.0
+    date = "Tue, 14 Nov 2023 22:13:20 GMT"  # == 1_700_000_000
+    agreed = parse_rate({"x-ratelimit-reset": "1700000042", "date": date}, now=now + 1)
+    assert agreed.reset == 1_700_000_042.0 and agreed.problem == ""
+    # our clock is 5 minutes behind the server's: the window ends 42 s after the answer
+    behind = parse_rate({"x-ratelimit-reset": "1700000042", "date": date}, now=now - 300)
+    assert behind.reset == now - 300 + 42
+    # and 2 hours ahead: same
+    ahead = parse_rate({"x-ratelimit-reset": "1700000042", "date": date}, now=now + 7200)
+    assert ahead.reset == now + 7200 + 42
+    # no Date to compare with: the header is taken as it is
+    assert parse_rate({"x-ratelimit-reset": "1700000042"}, now=now - 300).reset == 1700000042
+    # seconds from now (below 10^9), as some APIs send it
+    assert parse_rate({"x-ratelimit-reset": "37"}, now=now).reset == now + 37
+    assert parse_rate({"x-ratelimit-reset": "0.5"}, now=now).reset == now + 0.5
+    for garbage in ("soon", "", "-5", "nan", "inf", "1e400"):
+        rate = parse_rate({"x-ratelimit-reset": garbage, "x-ratelimit-remaining": "9"}, now=now)
+        assert rate.reset is None and rate.remaining == 9
+        assert rate.problem.startswith("ignored an unreadable X-RateLimit-Reset header")
+    # an unreadable Date is no reason to distrust the reset
+    odd = parse_rate({"x-ratelimit-reset": "1700000042", "date": "yesterday"}, now=now - 300)
+    assert odd.reset == 1_700_000_042.0
+
+
+def test_a_503_with_retry_after_keeps_it() -> None:
+    answer = interpret(503, {"retry-after": "7"}, b"", KEYS)
+    assert answer.verdict is Verdict.RETRY and answer.rate.retry_after == 7.0

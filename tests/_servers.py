@@ -111,8 +111,8 @@ class ShapingFront(_Loop):
     POST (1-based, over all connections), ``reused`` when it is not the first request of its
     connection: "" (answer as is), "1xx", "gzip", "drop" (processed, then closed without an
     answer), "408-idle" (answered; then, if the connection stays idle for ``idle_s``, a
-    408, and a close ``linger_s`` later) or "503" (not processed: 503 with ``Retry-After: 3``). ``rewrite``:
-    answer headers replaced on every answer."""
+    408, and a close ``linger_s`` later) or "503" (not processed: 503 with
+    ``Retry-After: 3``). ``rewrite``: answer headers replaced on every answer."""
 
     upstream: str = ""  # http://127.0.0.1:PORT
     shape: Callable[[int, bool], str] = lambda n, reused: ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -262,10 +263,8 @@ def dead_ipv6_first(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int],
         for _ in range(3):  # fill the accept queue
             filler = socket.socket(socket.AF_INET6)
             filler.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 filler.connect(("::1", port))
-            except BlockingIOError:
-                pass
             held.append(filler)
         probe = socket.socket(socket.AF_INET6)
         probe.settimeout(0.5)

@@ -2,8 +2,14 @@
 
 Issue 14 asked to choose between httpx's own default transport (httpcore) and
 ``httpx-aiohttp`` (aiohttp's client under the httpx API) by measuring both. Each case posts
-the same pre-built 100-contact bodies through one ``httpx.AsyncClient`` (the importer's
-shape: one shared client, a keep-alive pool) to a sandbox process with 40-60 ms latency:
+the same pre-built 100-contact bodies to a sandbox process with 40-60 ms latency, through:
+
+- ``httpx``: one ``httpx.AsyncClient`` and its keep-alive pool, httpx's default transport;
+- ``httpx-aiohttp``: one ``httpx_aiohttp.HttpxAiohttpClient`` (aiohttp's connector pool);
+- ``importer``: the importer's own ``ApiClient`` — httpx's default transport, one client
+  per connection, each lent to one request at a time.
+
+Two loads:
 
 - ``paced``: 100 requests per second, the Ingest API's rate limit — the CPU a run pays for
   HTTP at the ceiling it is held to (``cpu_share_of_core``);
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -31,7 +38,7 @@ import orjson
 
 from bench.harness import DATASOURCE, PROJECT, TOKEN, machine, measure, sandbox
 
-TRANSPORTS = ("httpx", "httpx-aiohttp")
+TRANSPORTS = ("httpx", "httpx-aiohttp", "importer")
 RATE = 100.0  # requests per second: 6000 per minute, the API's rate limit
 CONCURRENCY = 32
 
@@ -62,15 +69,31 @@ def _client(transport: str) -> httpx.AsyncClient:
 async def _post_all(transport: str, mode: str, n: int) -> dict[str, Any]:
     bodies = _bodies(n)
     statuses: dict[int, int] = {}
-    async with _client(transport) as client:
-        await client.post("/stream/contacts", content=bodies[0])  # connect outside the clock
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "importer":
+            from importer.client import ApiClient
+            from importer.config import Credentials
+
+            api = ApiClient(Credentials(os.environ["INSTASENT_API_URL"], PROJECT, DATASOURCE,
+                                        TOKEN), max_connections=CONCURRENCY)
+            stack.push_async_callback(api.aclose)
+
+            async def post(body: bytes) -> int:
+                return (await api.post_items("contacts", body)).status_code
+        else:
+            client = await stack.enter_async_context(_client(transport))
+
+            async def post(body: bytes) -> int:
+                return (await client.post("/stream/contacts", content=body)).status_code
+
+        await post(bodies[0])  # connect outside the clock
         queue = list(reversed(bodies))
         start = time.perf_counter()
         cpu = time.process_time()
 
         async def one(body: bytes) -> None:
-            response = await client.post("/stream/contacts", content=body)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            status = await post(body)
+            statuses[status] = statuses.get(status, 0) + 1
 
         if mode == "paced":
             pending = set()

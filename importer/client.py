@@ -15,6 +15,7 @@ Status → verdict (API.md §4, §6):
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import math
@@ -339,15 +340,20 @@ class RawResponse:
 
 
 class ApiClient:
-    """One keep-alive ``httpx.AsyncClient`` bound to a datasource. The token is only a header.
+    """Requests to one datasource, on keep-alive connections. The token is only a header.
 
-    Requests go through httpx's own transport (httpcore): keep-alive pool, 1xx answers
-    skipped, compressed answers decoded, happy eyeballs, proxies (HTTP and HTTPS through
-    CONNECT). It never re-sends a request that left the machine, so every attempt the
-    uploader counts is one request the server may have seen, and every re-send is the
-    uploader's, paced and backed off. The proxy and the trust store are decided once
-    (:mod:`importer.network`); httpx does not read the environment again (``trust_env``).
-    Tests pass ``transport`` (an ``httpx.ASGITransport``) to talk to an in-process sandbox.
+    Requests go through httpx's own transport (httpcore): 1xx answers skipped, compressed
+    answers decoded, happy eyeballs, proxies (HTTP, and HTTPS through CONNECT). It never
+    re-sends a request that left the machine, so every attempt the uploader counts is one
+    request the server may have seen, and every re-send is the uploader's, paced and backed
+    off. The proxy and the trust store are decided once (:mod:`importer.network`); httpx does
+    not read the environment again (``trust_env``). Tests pass ``transport`` (an
+    ``httpx.ASGITransport``) to talk to an in-process sandbox.
+
+    One ``httpx.AsyncClient`` per connection, each lent to one request at a time, rather than
+    one client whose pool holds them all: httpcore's pool re-checks every connection it holds
+    on every request (a poll of each socket), which at 32 requests in flight cost ~4× the CPU
+    per request of a client that holds one (bench/results/transport.md).
     """
 
     def __init__(
@@ -369,32 +375,52 @@ class ApiClient:
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
         }
-        self._http = httpx.AsyncClient(
+        verify = ssl_context(credentials.network.ca_bundle, credentials.api_url)
+        self._new_client = functools.partial(
+            httpx.AsyncClient,
             base_url=credentials.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            # One connection per request in flight, all kept alive between requests.
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             transport=transport,
             proxy=self.route.proxy_url,
-            verify=ssl_context(credentials.network.ca_bundle, credentials.api_url),
+            verify=verify,
             trust_env=False,
         )
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[httpx.AsyncClient] = []  # the most recently used last
+        self._clients: list[httpx.AsyncClient] = []
+
+    async def _request(self, method: str, path: str, content: bytes | None = None
+                       ) -> httpx.Response:
+        async with self._slots:
+            if self._idle:
+                client = self._idle.pop()
+            else:
+                client = self._new_client()
+                self._clients.append(client)
+            try:
+                return await client.request(method, path, content=content)
+            finally:
+                self._idle.append(client)
 
     async def post_items(self, target: str, body: bytes) -> RawResponse:
         """POST one batch to ``/stream/{target}``."""
-        response = await self._http.post(f"/stream/{target}", content=body)
+        response = await self._request("POST", f"/stream/{target}", body)
         return RawResponse(response.status_code, response.headers, response.content)
 
     async def delete_contact(self, user_id: str) -> httpx.Response:
-        return await self._http.delete(f"/stream/contacts/{contact_path_segment(user_id)}")
+        return await self._request("DELETE",
+                                   f"/stream/contacts/{contact_path_segment(user_id)}")
 
     async def get(self, path: str) -> httpx.Response:
-        return await self._http.get(path)
+        return await self._request("GET", path)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()
+        self._idle.clear()
 
 
 def contact_path_segment(user_id: str) -> str:

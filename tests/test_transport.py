@@ -136,6 +136,7 @@ def test_a_keep_alive_connection_dropped_after_processing_is_a_counted_retry(
     assert box.app.stats()["contacts"] == 60  # the re-sent rows were upserts, not new rows
     assert report.requests == front.posts == 8
     assert report.retries == 2
+    assert front.connections == 3  # kept alive: one, then a new one after each drop
     assert report.http_statuses == {"202": 6, "RemoteProtocolError": 2}
 
 

@@ -86,20 +86,24 @@ def _read_token(path: Path) -> str:
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018  (raises on a port that is not a number)
-    except ValueError:
-        host = None
-    if "@" in parts.netloc:
+    except ValueError:  # an unclosed [IPv6 bracket, a port that is not a number
+        parts, host = urlsplit(""), None
+    authority = url.partition("://")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    if "@" in authority:
         # Never echo it: the part before the @ is a password. The token is the only credential.
         raise ConfigError(
             "INSTASENT_API_URL must not contain a user name or password (user:secret@host): "
             "put the API token in INSTASENT_TOKEN (or --token-file) and give the URL without "
             "them, e.g. https://api.instasent.com/v1")
     if parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"INSTASENT_API_URL {url!r} is not an http(s) URL")
+        raise ConfigError(f"INSTASENT_API_URL {url!r} is not an http(s) URL with a host (and a "
+                          "numeric port, if any)")
     # A bearer token over plain HTTP is readable by anyone on the path; only loopback is exempt,
     # and only as an IP literal or ``localhost``: a name such as 127.evil.example resolves
     # wherever its owner wants.

@@ -493,6 +493,7 @@ def test_a_url_with_credentials_is_refused_without_echoing_them() -> None:
     ("http://api.instasent.com/v1", False),
     ("https://api.instasent.com/v1", True),
     ("https://127.evil.example/v1", True),
+    ("https://api.instasent.com/v1?next=a@b", True),
 ])
 def test_plain_http_only_to_a_loopback_ip_literal_or_localhost(url: str, allowed: bool) -> None:
     """Issue 18 item 10: the guard parses the URL; a name that starts like a loopback
@@ -502,3 +503,10 @@ def test_plain_http_only_to_a_loopback_ip_literal_or_localhost(url: str, allowed
     else:
         with pytest.raises(ConfigError, match="refusing plain http://"):
             Credentials.resolve(env=_env(url))
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "http://127.0.0.1:99999/v1",
+                                 "http://127.0.0.1:port/v1", "ftp://127.0.0.1/v1"])
+def test_a_malformed_api_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"is not an http\(s\) URL with a host"):
+        Credentials.resolve(env=_env(url))

@@ -5,13 +5,13 @@ Resolved once per command (flag > environment > default) into a frozen :class:`R
 
 - Proxy: ``--proxy URL``, else the environment as curl and httpx read it — ``HTTPS_PROXY`` /
   ``HTTP_PROXY`` by the API's scheme, then ``ALL_PROXY``, lower case winning over upper case,
-  ``NO_PROXY`` (host names, domain suffixes, ``*``) exempting hosts. A loopback API (the
-  sandbox) is never proxied. Proxy credentials (``http://user:pass@proxy:3128``) are used,
-  never shown: :attr:`Route.proxy_shown` is ``host:port``.
+  ``NO_PROXY`` (host names and their subdomains, IP ranges, ``*``) exempting hosts. A
+  loopback API (the sandbox) is never proxied. Proxy credentials
+  (``http://user:pass@proxy:3128``) are used, never shown: :attr:`Route.proxy_shown` is
+  ``host:port``.
 - TLS: verification is always on. ``--ca-bundle FILE`` replaces the trust store (as curl's
   ``--cacert`` does: a TLS-inspecting proxy's CA); otherwise the system's, which OpenSSL
   reads from ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when they are set.
-
 """
 
 from __future__ import annotations

@@ -510,3 +510,42 @@ def test_plain_http_only_to_a_loopback_ip_literal_or_localhost(url: str, allowed
 def test_a_malformed_api_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match=r"is not an http\(s\) URL with a host"):
         Credentials.resolve(env=_env(url))
+
+
+@pytest.mark.parametrize(("env", "proxy", "source"), [
+    ({"HTTPS_PROXY": "http://p:3128"}, "http://p:3128", "HTTPS_PROXY"),
+    ({"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2"}, "http://lower:2",
+     "https_proxy"),
+    ({"HTTP_PROXY": "http://p:3128"}, None, ""),  # an https API: HTTP_PROXY is not for it
+    ({"ALL_PROXY": "p:3128"}, "http://p:3128", "ALL_PROXY"),  # curl's default scheme
+    ({"HTTPS_PROXY": "http://p:1", "ALL_PROXY": "http://q:2"}, "http://p:1", "HTTPS_PROXY"),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "instasent.com"}, None, "NO_PROXY"),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".instasent.com"}, None, "NO_PROXY"),
+    ({"HTTPS_PROXY": "http://p:1", "no_proxy": "x.org, *"}, None, "no_proxy"),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "myinstasent.com,10.0.0.0/8"}, "http://p:1",
+     "HTTPS_PROXY"),
+])
+def test_the_proxy_is_chosen_as_curl_chooses_it(env: dict[str, str], proxy: str | None,
+                                                 source: str) -> None:
+    from importer.network import Network, resolve_route
+
+    route = resolve_route("https://api.instasent.com/v1", Network(), env)
+    assert (route.proxy_url, route.proxy_source) == (proxy, source)
+    assert "p:1" not in repr(route) and "p:3128" not in repr(route)
+
+
+def test_proxy_settings_that_cannot_work_are_config_errors() -> None:
+    from importer.network import Network, resolve_route
+
+    for bad in ("socks5://u:hunter2@p:1080", "http://u:hunter2@p:port"):
+        with pytest.raises(ConfigError) as refused:
+            resolve_route("https://api.instasent.com/v1", Network(proxy=bad), {})
+        assert "hunter2" not in str(refused.value)
+    # an IP literal host is matched against NO_PROXY ranges; the CGI rule for HTTP_PROXY
+    route = resolve_route("https://10.1.2.3/v1", Network(), {"ALL_PROXY": "http://p:1",
+                                                             "NO_PROXY": "10.0.0.0/8"})
+    assert route.proxy_url is None
+    cgi = {"HTTP_PROXY": "http://p:1", "REQUEST_METHOD": "GET"}  # a request header there
+    assert resolve_route("http://api.example/v1", Network(), cgi).proxy_url is None
+    plain = resolve_route("http://api.example/v1", Network(), {"HTTP_PROXY": "http://p:1"})
+    assert plain.proxy_url == "http://p:1"

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, one after the other (minutes; not part of make test).
 
     python -m bench            # all of them
-    python -m bench run        # one: sources | mapping | sandbox | run | compare
+    python -m bench run        # one: sources | mapping | sandbox | transports | run | compare
 
 Each prints its own figures; generated data lives in bench/data/ (git-ignored).
 """
@@ -17,6 +17,7 @@ STEPS = {
     "sources": [sys.executable, "bench/bench_sources.py", "--repeat", "2"],
     "mapping": [sys.executable, "-m", "bench.bench_mapping", "--runs", "3"],
     "sandbox": [sys.executable, "bench/sandbox_load.py", "--requests", "3000"],
+    "transports": [sys.executable, "-m", "bench.bench_transports"],
     "run": [sys.executable, "-m", "bench.bench_run"],
     # peers 3 at a time: ~2 h and ~5 GB instead of ~6 h (bench/results/README.md)
     "compare": [sys.executable, "-m", "bench.bench_compare", "--parallel", "3"],

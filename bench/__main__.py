@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, one after the other (minutes; not part of make test).
 
     python -m bench            # all of them
-    python -m bench run        # one of: sources mapping sandbox run changed compare ordering
+    python -m bench run        # one of: sources mapping sandbox transports run changed compare
+    #                            ordering
 
 Each prints its own figures; generated data lives in bench/data/ (git-ignored).
 """
@@ -17,6 +18,7 @@ STEPS = {
     "sources": [sys.executable, "bench/bench_sources.py", "--repeat", "2"],
     "mapping": [sys.executable, "-m", "bench.bench_mapping", "--runs", "3"],
     "sandbox": [sys.executable, "bench/sandbox_load.py", "--requests", "3000"],
+    "transports": [sys.executable, "-m", "bench.bench_transports"],
     "run": [sys.executable, "-m", "bench.bench_run"],
     # --changed-only: two nights of a 2M-contact export, and the comparison on 10M keys
     "changed": [sys.executable, "-m", "bench.bench_changed"],

@@ -1,5 +1,9 @@
 """The ceiling: pre-built request bodies posted with httpx, nothing else.
 
+It posts through httpx's own default transport, the one the importer sends with
+(``importer.client.ApiClient``), so the comparison is of the importer's work, not of HTTP
+clients.
+
 No reading, no mapping, no reconciliation: the physical limit of this machine and sandbox at a
 given concurrency, to compare the importer against. Bodies come from the importer's own
 ``--dry-run-output`` (one item per line), packed 100 to a request.

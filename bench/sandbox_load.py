@@ -31,7 +31,7 @@ import httpx
 import orjson
 import psutil
 
-from importer.config import LOOPBACK_HOSTS
+from importer.network import is_loopback
 from importer.sandbox.server import running_sandbox
 from importer.sandbox.settings import (
     DEFAULT_DATASOURCE,
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="serve from a thread of this process (shares the GIL)")
     args = parser.parse_args(argv)
-    if args.url and urlsplit(args.url).hostname not in LOOPBACK_HOSTS:
+    if args.url and not is_loopback(urlsplit(args.url).hostname or ""):
         parser.error("--url must be a loopback address: this is a load generator")
     bodies = build_bodies(args.kind, args.requests, args.items)
     server: ServerProcess | None = None

@@ -24,6 +24,7 @@ import click
 from importer import __version__
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.exceptions import ImporterError, StorageError, UsageError
+from importer.network import Network
 from importer.pipeline import Progress, RunOptions, run_import
 from importer.redaction import hidden, redact
 from importer.report import ImportReport, render
@@ -216,7 +217,7 @@ def sandbox(
 _warned_token_files: set[str] = set()
 
 
-def _credentials(token_file: Path | None) -> Credentials:
+def _credentials(token_file: Path | None, network: Network | None = None) -> Credentials:
     """``Credentials.resolve``, warning (once) about a token file others can read."""
     if token_file is not None and str(token_file) not in _warned_token_files:
         try:
@@ -231,7 +232,8 @@ def _credentials(token_file: Path | None) -> Credentials:
                 f"datasource — chmod 600 {shlex.quote(str(token_file))}",
                 err=True,
             )
-    return _hiding(Credentials.resolve(token_file=token_file))
+    return _hiding(Credentials.resolve(token_file=token_file,
+                                       network=network if network is not None else Network()))
 
 
 def _hiding(credentials: Credentials) -> Credentials:
@@ -322,6 +324,17 @@ def _read_options(delimiter: str | None, encoding: str | None) -> ReadOptions:
     return dataclasses.replace(RunOptions().read, delimiter=delimiter, encoding=encoding)
 
 
+#: How requests reach the API (importer.network): every command that talks to it has them.
+_NETWORK_OPTIONS = (
+    click.option("--proxy", default=None, metavar="URL",
+                 help="HTTP(S) proxy for the API, e.g. http://proxy:3128 (default: "
+                 "HTTPS_PROXY / ALL_PROXY, minus NO_PROXY; never for a loopback API)."),
+    click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False,
+                                                path_type=Path),
+                 default=None, metavar="FILE",
+                 help="Trust these CA certificates (PEM) instead of the system's."),
+)
+
 _RUN_OPTIONS = (
     click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
                  help="Rejects file (default: beside the input, <name>.rejects.<ext>)."),
@@ -349,6 +362,7 @@ _RUN_OPTIONS = (
     click.option("--encoding", default=None, help="Input encoding (default: detected)."),
     click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  default=None, help="Read the token from this file instead of INSTASENT_TOKEN."),
+    *_NETWORK_OPTIONS,
     click.option("--quiet", "-q", is_flag=True, help="No progress output."),
     click.option("--output", type=click.Choice(["table", "json"]), default="table",
                  show_default=True, help="json: print the report as JSON on stdout."),
@@ -428,6 +442,7 @@ class _RunArgs:
     quiet: bool
     token_file: Path | None
     use_sandbox: bool
+    network: Network
 
 
 def _run_args(kw: dict[str, Any]) -> _RunArgs:
@@ -448,7 +463,7 @@ def _run_args(kw: dict[str, Any]) -> _RunArgs:
         specs=kw["specs"],
     )
     return _RunArgs(options, kw["report_path"], kw["output"], kw["quiet"], kw["token_file"],
-                    kw["use_sandbox"])
+                    kw["use_sandbox"], Network(kw["proxy"], kw["ca_bundle"]))
 
 
 def _import(files: Sequence[str], mapping: str, args: _RunArgs, *, yes: bool = False) -> None:
@@ -476,7 +491,7 @@ def _import(files: Sequence[str], mapping: str, args: _RunArgs, *, yes: bool = F
         elif args.options.dry_run and not args.options.specs:
             credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
         else:
-            credentials = _credentials(args.token_file)
+            credentials = _credentials(args.token_file, args.network)
         try:
             report = run_import(files, mapping, credentials, args.options, progress=printer,
                                 notice=lambda line: click.echo(line, err=True),
@@ -668,6 +683,7 @@ _API_OPTIONS = (
                  help="Seconds per request."),
     click.option("--output", type=click.Choice(["table", "json"]), default="table",
                  show_default=True, help="json: machine-readable output on stdout."),
+    *_NETWORK_OPTIONS,
 )
 
 
@@ -688,18 +704,20 @@ def _json_failure(exc: ImporterError) -> None:
 
 @cli.command()
 @_api_options
-def check(token_file: Path | None, timeout: float, output: str) -> None:
+def check(token_file: Path | None, timeout: float, output: str, proxy: str | None,
+          ca_bundle: Path | None) -> None:
     """Check the token and ids: who they belong to, or exactly what is wrong.
 
     Calls GET /stream and prints the organization, project, datasource and recent usage.
-    Run it first. Exit codes: 0 the token works · 1 refused or unreachable (the message says
-    which: token, project/datasource ids, DNS, connection refused, timeout, TLS, unexpected
-    answer) · 2 settings missing.
+    Also says which proxy the requests go through and where the trusted CA certificates
+    come from. Run it first. Exit codes: 0 the token works · 1 refused or unreachable (the
+    message says which: token, project/datasource ids, DNS, connection refused, timeout, TLS,
+    proxy, unexpected answer) · 2 settings missing.
     """
     from importer.datasource import check_datasource, render_info
 
     _fetch_and_show(lambda c: check_datasource(c, timeout=timeout), render_info,
-                    output=output, token_file=token_file)
+                    output=output, token_file=token_file, network=Network(proxy, ca_bundle))
 
 
 class _DeleteProgress:
@@ -794,6 +812,8 @@ def delete(
     token_file: Path | None,
     timeout: float,
     output: str,
+    proxy: str | None,
+    ca_bundle: Path | None,
 ) -> None:
     """Permanently delete contacts by _user_id: `delete FILES --column C` or `--ids A,B`.
 
@@ -814,7 +834,7 @@ def delete(
     plan = read_ids_file_or_list(files, column, ids, _read_options(delimiter, encoding))
     if report_path:
         check_file(report_path, "report")
-    credentials = _credentials(token_file)
+    credentials = _credentials(token_file, Network(proxy, ca_bundle))
     options = DeleteOptions(
         upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
         timeout=timeout, rejects_path=rejects_path, dry_run=dry_run,
@@ -851,7 +871,8 @@ def delete(
 
 @cli.command()
 @_api_options
-def specs(token_file: Path | None, timeout: float, output: str) -> None:
+def specs(token_file: Path | None, timeout: float, output: str, proxy: str | None,
+          ca_bundle: Path | None) -> None:
     """Print what the datasource accepts: contact attributes, event types and parameters.
 
     Reads GET /stream/specs/attributes, /stream/specs/events and each event type's
@@ -861,7 +882,7 @@ def specs(token_file: Path | None, timeout: float, output: str) -> None:
     from importer.speccheck import load_specs, render_specs
 
     _fetch_and_show(lambda c: load_specs(c, timeout=timeout), render_specs,
-                    output=output, token_file=token_file)
+                    output=output, token_file=token_file, network=Network(proxy, ca_bundle))
 
 
 class _Shown(Protocol):
@@ -878,10 +899,11 @@ def _fetch_and_show(
     *,
     output: str,
     token_file: Path | None,
+    network: Network,
 ) -> None:
     """``check`` and ``specs``: one read of the API, shown as a table or as JSON."""
     try:
-        result = fetch(_credentials(token_file))
+        result = fetch(_credentials(token_file, network))
     except ImporterError as exc:
         if output == "json":
             _json_failure(exc)

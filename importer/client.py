@@ -15,9 +15,13 @@ Status → verdict (API.md §4, §6):
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import functools
+import math
 import operator
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -29,7 +33,7 @@ import orjson
 
 from importer import __version__
 from importer.config import Credentials
-from importer.transport import LeanTransport
+from importer.network import resolve_route, ssl_context
 
 USER_AGENT = f"instasent-import/{__version__}"
 
@@ -62,8 +66,9 @@ class RateInfo:
 
     limit: int | None = None
     remaining: int | None = None
-    reset: float | None = None  # Unix seconds
+    reset: float | None = None  # Unix seconds, on this machine's clock
     retry_after: float | None = None  # seconds
+    problem: str = ""  # a rate-limit header that could not be read (and was ignored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +109,56 @@ def _retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
     return max(when - now, 0.0) if now is not None else None
 
 
+#: An ``X-RateLimit-Reset`` below this is a number of seconds from now, not a Unix time
+#: (10^9 s is September 2001): some APIs send the delta. The Ingest API sends the Unix time.
+_UNIX_TIME_FLOOR = 1e9
+#: How far the server's clock (its ``Date`` header, whole seconds) may be from ours before
+#: the reset is read against the server's clock instead: a window reset at 12:00:00 by the
+#: server's clock is ``reset - date`` seconds after the answer, whatever our clock says.
+CLOCK_SKEW_TOLERANCE = 2.0
+
+
+@functools.lru_cache(maxsize=8)
+def _http_date(value: str) -> float | None:
+    """A ``Date`` header as Unix seconds (cached: consecutive answers share the second)."""
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _reset(headers: Mapping[str, str], now: float | None) -> tuple[float | None, str]:
+    """``X-RateLimit-Reset`` as a Unix time on our clock, and a problem to report, if any."""
+    value = headers.get("x-ratelimit-reset")
+    if value is None:
+        return None, ""
+    try:
+        reset = float(value)
+    except ValueError:
+        reset = math.nan
+    if not math.isfinite(reset) or reset < 0:
+        return None, (
+            f"ignored an unreadable X-RateLimit-Reset header ({value[:40]!r}): pacing from "
+            "X-RateLimit-Remaining and 429 answers only")
+    now = time.time() if now is None else now
+    if reset < _UNIX_TIME_FLOOR:
+        return now + reset, ""
+    date = headers.get("date")
+    server_now = _http_date(date) if date else None
+    if server_now is not None and abs(server_now - now) > CLOCK_SKEW_TOLERANCE:
+        return now + (reset - server_now), ""
+    return reset, ""
+
+
 def parse_rate(headers: Mapping[str, str], now: float | None = None) -> RateInfo:
-    reset = _int_header(headers, "x-ratelimit-reset")
+    """The rate-limit headers of an answer; ``now`` is this machine's clock (default: time)."""
+    reset, problem = _reset(headers, now)
     return RateInfo(
         limit=_int_header(headers, "x-ratelimit-limit"),
         remaining=_int_header(headers, "x-ratelimit-remaining"),
-        reset=float(reset) if reset is not None else None,
+        reset=reset,
         retry_after=_retry_after(headers, now),
+        problem=problem,
     )
 
 
@@ -224,11 +272,7 @@ def _activepieces_items(body: Mapping[str, Any], n: int) -> tuple[ItemOutcome, .
     return tuple(o if o is not None else missing for o in outcomes)
 
 
-def _parse_items(
-    content: bytes, keys: Sequence[str], known: AnswerTemplates | None = None
-) -> tuple[ItemOutcome, ...] | None:
-    if known is not None and known.accepts(content, keys):
-        return (ACCEPTED,) * len(keys)
+def _parse_items(content: bytes, keys: Sequence[str]) -> tuple[ItemOutcome, ...] | None:
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -237,93 +281,8 @@ def _parse_items(
         return None
     entity = body.get("entity")
     if isinstance(entity, Mapping):
-        items = _docs_items(entity, keys, content)
-        if known is not None and items is not None and items.count(ACCEPTED) == len(items):
-            known.learn(content, keys)
-        return items
+        return _docs_items(entity, keys, content)
     return _activepieces_items(body, len(keys))
-
-
-#: Learn a batch size's template from at most this many answers; a server whose every answer
-#: differs (a timestamp, a request id in the body) gets no template and costs nothing more.
-_LEARN_ATTEMPTS = 3
-
-
-class AnswerTemplates:
-    """This server's all-accepted answers as byte templates, one per batch size.
-
-    Reading an answer item by item (JSON parse, then status, duplicate flag and echoed id of
-    each item) was ~30 µs of the event loop per 100-item answer — the largest Python cost of
-    a request. Nearly every answer of a run says "all accepted" in the same bytes except for
-    the ids: ``head + ids[0] + mid + ids[1] + … + tail``. The first such answer of a batch size
-    is read the careful way; if it splits into that shape, the shape is proved to mean "every
-    item accepted, ids echoed in order" by reading a copy with made-up ids the careful way.
-    Later answers equal to the template filled with their own ids are then all accepted with
-    no parse. Anything else — an error, a duplicate, another format — is read the careful
-    way, so the outcome never depends on the template.
-
-    Ids containing ``"``, ``\\`` or unprintable characters never use a template: in the
-    template they must sit inside a JSON string unchanged.
-    """
-
-    def __init__(self) -> None:
-        self._shapes: dict[int, tuple[str, str, str]] = {}
-        self._attempts: dict[int, int] = {}
-        self.hits = 0
-
-    def accepts(self, content: bytes, keys: Sequence[str]) -> bool:
-        shape = self._shapes.get(len(keys))
-        if shape is None:
-            return False
-        head, mid, tail = shape
-        if not _plain_ids(keys) or content != (head + mid.join(keys) + tail).encode():
-            return False
-        self.hits += 1
-        return True
-
-    def learn(self, content: bytes, keys: Sequence[str]) -> None:
-        """Note the shape of an answer the careful reading found all accepted."""
-        n = len(keys)
-        if n == 0 or n in self._shapes or self._attempts.get(n, 0) >= _LEARN_ATTEMPTS:
-            return
-        self._attempts[n] = self._attempts.get(n, 0) + 1
-        if not _plain_ids(keys):
-            return
-        shape = _split_shape(content, keys)
-        if shape is None:
-            return
-        head, mid, tail = shape
-        made_up = [f"id-{i}" for i in range(n)]
-        proof = _parse_items((head + mid.join(made_up) + tail).encode(), made_up)
-        if proof is not None and proof.count(ACCEPTED) == n:
-            self._shapes[n] = shape
-
-
-def _plain_ids(keys: Sequence[str]) -> bool:
-    text = " ".join(keys)
-    return text.isprintable() and '"' not in text and "\\" not in text
-
-
-def _split_shape(content: bytes, keys: Sequence[str]) -> tuple[str, str, str] | None:
-    """``(head, mid, tail)`` with ``content == head + mid.join(keys) + tail``, each id found
-    as a whole JSON string in order; None when the text between ids is not always the same."""
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    starts: list[int] = []
-    pos = 0
-    for key in keys:
-        found = text.find(f'"{key}"', pos)
-        if found < 0:
-            return None
-        starts.append(found + 1)
-        pos = found + len(key) + 2
-    ends = [start + len(key) for start, key in zip(starts, keys, strict=True)]
-    mids = {text[end:start] for end, start in zip(ends, starts[1:], strict=False)}
-    if len(mids) > 1:
-        return None
-    return text[: starts[0]], mids.pop() if mids else "", text[ends[-1]:]
 
 
 def _message(content: bytes) -> str:
@@ -343,10 +302,8 @@ def interpret(
     keys: Sequence[str],
     *,
     now: float | None = None,
-    known: AnswerTemplates | None = None,
 ) -> BatchResponse:
-    """The one place that knows what a batch response means. ``known``: the answer templates
-    learnt from this endpoint so far (a shortcut for all-accepted answers, same outcome)."""
+    """The one place that knows what a batch response means."""
     rate = parse_rate(headers, now)
     request_id = headers.get("x-request-id")
 
@@ -356,7 +313,7 @@ def interpret(
         return BatchResponse(v, status, items, rate, request_id, message)
 
     if status in (200, 201, 202, 422):
-        items = _parse_items(content, keys, known)
+        items = _parse_items(content, keys)
         if items is None:
             return verdict(Verdict.RETRY, f"unreadable {status} response body")
         return verdict(Verdict.ITEMS, items=items)
@@ -383,7 +340,21 @@ class RawResponse:
 
 
 class ApiClient:
-    """One keep-alive ``httpx.AsyncClient`` bound to a datasource. The token is only a header."""
+    """Requests to one datasource, on keep-alive connections. The token is only a header.
+
+    Requests go through httpx's own transport (httpcore): 1xx answers skipped, compressed
+    answers decoded, happy eyeballs, proxies (HTTP, and HTTPS through CONNECT). It never
+    re-sends a request that left the machine, so every attempt the uploader counts is one
+    request the server may have seen, and every re-send is the uploader's, paced and backed
+    off. The proxy and the trust store are decided once (:mod:`importer.network`); httpx does
+    not read the environment again (``trust_env``). Tests pass ``transport`` (an
+    ``httpx.ASGITransport``) to talk to an in-process sandbox.
+
+    One ``httpx.AsyncClient`` per connection, each lent to one request at a time, rather than
+    one client whose pool holds them all: httpcore's pool re-checks every connection it holds
+    on every request (a poll of each socket), which at 32 requests in flight cost ~4× the CPU
+    per request of a client that holds one (bench/results/transport.md).
+    """
 
     def __init__(
         self,
@@ -394,53 +365,62 @@ class ApiClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.credentials = credentials
-        self._urls: dict[str, httpx.URL] = {}
+        self.route = resolve_route(credentials.api_url, credentials.network)
         headers = {
             "Authorization": f"Bearer {credentials.token}",
             "Content-Type": "application/json",
             "Accept": "application/json",
-            # Small JSON answers: compressing them costs more than it saves.
+            # Small JSON answers: compressing them costs more than it saves (an answer
+            # compressed all the same is decoded by httpx).
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
         }
-        limits = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-        self._lean = LeanTransport() if transport is None else None
-        self._raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        self._timeouts = (limits.connect, limits.read, limits.write)
-        self._http = httpx.AsyncClient(
+        verify = ssl_context(credentials.network.ca_bundle, credentials.api_url)
+        self._new_client = functools.partial(
+            httpx.AsyncClient,
             base_url=credentials.base_url,
             headers=headers,
-            timeout=limits,
-            transport=self._lean or transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            transport=transport,
+            proxy=self.route.proxy_url,
+            verify=verify,
+            trust_env=False,
         )
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[httpx.AsyncClient] = []  # the most recently used last
+        self._clients: list[httpx.AsyncClient] = []
 
-    async def get_stream(self) -> httpx.Response:
-        return await self._http.get("/stream")
+    async def _request(self, method: str, path: str, content: bytes | None = None
+                       ) -> httpx.Response:
+        async with self._slots:
+            if self._idle:
+                client = self._idle.pop()
+            else:
+                client = self._new_client()
+                self._clients.append(client)
+            try:
+                return await client.request(method, path, content=content)
+            finally:
+                self._idle.append(client)
 
     async def post_items(self, target: str, body: bytes) -> RawResponse:
-        """POST one batch. On the default transport this skips httpx's Request/Response
-        objects (see LeanTransport.post); through any other transport (a test's ASGI app),
-        it is an ordinary request of the same client."""
-        url = self._urls.get(target)
-        if url is None:  # parsed once: httpx re-parses a relative URL on every request
-            url = self._urls[target] = httpx.URL(f"{self.credentials.base_url}/stream/{target}")
-        if self._lean is not None:
-            status, raw, content = await self._lean.post(
-                url, self._raw_headers, body, self._timeouts
-            )
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
-            return RawResponse(status, headers, content)
-        response = await self._http.post(url, content=body)
+        """POST one batch to ``/stream/{target}``."""
+        response = await self._request("POST", f"/stream/{target}", body)
         return RawResponse(response.status_code, response.headers, response.content)
 
     async def delete_contact(self, user_id: str) -> httpx.Response:
-        return await self._http.delete(f"/stream/contacts/{contact_path_segment(user_id)}")
+        return await self._request("DELETE",
+                                   f"/stream/contacts/{contact_path_segment(user_id)}")
 
     async def get(self, path: str) -> httpx.Response:
-        return await self._http.get(path)
+        return await self._request("GET", path)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()
+        self._idle.clear()
 
 
 def contact_path_segment(user_id: str) -> str:

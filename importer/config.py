@@ -12,15 +12,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from importer.exceptions import ConfigError
+from importer.network import Network, is_loopback, resolve_route
 
 DEFAULT_API_URL = "https://api.instasent.com/v1"
 MAX_BATCH_ITEMS = 100  # API.md §2: at most 100 items per request
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-
-
-def _is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +27,7 @@ class Credentials:
     project: str
     datasource: str
     token: str = field(repr=False)
+    network: Network = Network()  # --proxy, --ca-bundle
 
     def __repr__(self) -> str:
         return (
@@ -52,6 +49,7 @@ class Credentials:
         datasource: str | None = None,
         token_file: Path | None = None,
         env: Mapping[str, str] | None = None,
+        network: Network = Network(),
     ) -> Credentials:
         """Flags first, then ``INSTASENT_*`` variables; reports every missing piece at once."""
         env = os.environ if env is None else env
@@ -73,7 +71,8 @@ class Credentials:
                 "missing " + ", ".join(missing) + " — export them as in Instasent's quickstart"
             )
         _check_url(url)
-        return cls(api_url=url, project=proj, datasource=ds, token=token)
+        resolve_route(url, network, env)  # a bad proxy URL is a config error, before sending
+        return cls(api_url=url, project=proj, datasource=ds, token=token, network=network)
 
 
 def _read_token(path: Path) -> str:
@@ -87,12 +86,30 @@ def _read_token(path: Path) -> str:
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"INSTASENT_API_URL {url!r} is not an http(s) URL")
-    # A bearer token over plain HTTP is readable by anyone on the path; only loopback is exempt.
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:  # an unclosed [IPv6 bracket, a port that is not a number
+        parts, host = urlsplit(""), None
+    authority = url.partition("://")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    if "@" in authority:
+        # Never echo it: the part before the @ is a password. The token is the only credential.
         raise ConfigError(
-            f"refusing plain http:// to {parts.hostname}: use https:// "
-            "(http is allowed only to loopback, e.g. the local sandbox)"
+            "INSTASENT_API_URL must not contain a user name or password (user:secret@host): "
+            "put the API token in INSTASENT_TOKEN (or --token-file) and give the URL without "
+            "them, e.g. https://api.instasent.com/v1")
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"INSTASENT_API_URL {url!r} is not an http(s) URL with a host (and a "
+                          "numeric port, if any)")
+    # A bearer token over plain HTTP is readable by anyone on the path; only loopback is exempt,
+    # and only as an IP literal or ``localhost``: a name such as 127.evil.example resolves
+    # wherever its owner wants.
+    if parts.scheme == "http" and not is_loopback(host):
+        raise ConfigError(
+            f"refusing plain http:// to {host}: use https:// "
+            "(http is allowed only to loopback — 127.0.0.1, ::1 or localhost — e.g. the local "
+            "sandbox)"
         )

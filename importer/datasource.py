@@ -10,7 +10,7 @@ says which it was and what to do (exit code 1 for all of them, DESIGN.md)::
     ├── NotFoundError          404: the project / datasource ids       kind "ids"
     ├── ConnectionProblem      no HTTP answer at all                   kind "dns" | "refused" |
     │                                                                  "timeout" | "tls" |
-    │                                                                  "connection"
+    │                                                                  "connection" | "proxy"
     └── UnexpectedResponse     an answer the Ingest API does not give  kind "unexpected" |
                                (or 5xx / 429 on every attempt)         "server" | "rate_limited"
 
@@ -27,6 +27,7 @@ names the project or datasource stops the run; a 404 that names neither is settl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import random
 import socket
@@ -135,9 +136,10 @@ def _endpoint(api_url: str) -> tuple[str, str]:
 
 
 def connection_problem(
-    exc: httpx.TransportError, api_url: str, timeout: float
+    exc: httpx.TransportError, api_url: str, timeout: float, *, proxy: str | None = None
 ) -> ConnectionProblem:
-    """Say which of the ways to get no answer this was, naming the host and a remedy."""
+    """Say which of the ways to get no answer this was, naming the host and a remedy.
+    ``proxy``: the proxy in use, as :meth:`Route.describe_proxy` shows it (no credentials)."""
     host, where = _endpoint(api_url)
     causes = list(_causes(exc))
     verify = next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None)
@@ -147,8 +149,20 @@ def connection_problem(
         return ConnectionProblem(
             f"TLS handshake with {where} failed: its certificate is not trusted "
             f"({verify.verify_message or verify.reason}) — if a proxy inspects HTTPS on this "
-            "network, point SSL_CERT_FILE at its CA bundle; otherwise check INSTASENT_API_URL "
-            f"({api_url})", "tls")
+            "network, pass its CA certificate with --ca-bundle (or SSL_CERT_FILE); otherwise "
+            f"check INSTASENT_API_URL ({api_url})", "tls")
+    if proxy is not None and tls is None:
+        # Every connection goes to the proxy: its refusals and failures are about it.
+        if isinstance(exc, httpx.ProxyError):
+            return ConnectionProblem(
+                f"the proxy {proxy} would not connect to {where} ({exc}) — check the proxy "
+                "setting (--proxy, HTTPS_PROXY, ALL_PROXY, NO_PROXY) and its credentials",
+                "proxy")
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ConnectionProblem(
+                f"cannot reach the proxy {proxy} ({type(exc).__name__}: {exc}) — check the "
+                "proxy setting (--proxy, HTTPS_PROXY, ALL_PROXY), or add the API host to "
+                "NO_PROXY if it is reachable directly", "proxy")
     if tls is not None:
         reason = tls.reason or type(tls).__name__
         hint = ""
@@ -272,7 +286,9 @@ async def get_json(
         except httpx.TransportError as exc:
             pacer.failed()
             if last or not _retry_transport(exc):
-                raise connection_problem(exc, creds.api_url, timeout) from None
+                raise connection_problem(exc, creds.api_url, timeout,
+                                         proxy=client.route.describe_proxy()
+                                         if client.route.proxy_url else None) from None
             await timing.sleep(backoff_delay(settings, attempt, timing.rng))
             continue
         rate = parse_rate(response.headers, timing.clock())
@@ -292,6 +308,8 @@ async def get_json(
             if status == 429:
                 pacer.rate_limited(rate)
             else:
+                if rate.retry_after is not None:  # a 503 saying when to come back
+                    pacer.pause(rate.retry_after)
                 await timing.sleep(backoff_delay(settings, attempt, timing.rng))
             continue
         raise UnexpectedResponse(
@@ -337,6 +355,8 @@ class DatasourceInfo:
     usage: Mapping[str, Any]  # the ``stream`` object: recent usage, as the API gives it
     rate: RateInfo = RateInfo()
     raw: Mapping[str, Any] = field(default_factory=dict)
+    proxy: str = ""  # the proxy requests go through (host:port and why), never credentials
+    ca: str = ""  # where the trusted CA certificates come from
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -346,7 +366,10 @@ class DatasourceInfo:
             "project": self.raw.get("project"),
             "datasource": self.raw.get("datasource"),
             "stream": self.raw.get("stream"),
-            "rate_limit": {k: v for k, v in asdict(self.rate).items() if v is not None},
+            "rate_limit": {k: v for k, v in asdict(self.rate).items()
+                           if v is not None and k != "problem"},
+            "proxy": self.proxy,
+            "ca": self.ca,
         }
 
 
@@ -407,7 +430,9 @@ async def acheck_datasource(
     """``GET /stream``: who the token belongs to, or exactly what is wrong (raises)."""
     client = ApiClient(credentials, timeout=timeout, max_connections=1, transport=transport)
     try:
-        return await fetch_stream(client, timeout=timeout, timing=timing)
+        info = await fetch_stream(client, timeout=timeout, timing=timing)
+        return dataclasses.replace(info, proxy=client.route.describe_proxy(),
+                                   ca=client.route.ca_source)
     finally:
         await client.aclose()
 
@@ -460,6 +485,10 @@ def render_info(info: DatasourceInfo, *, now: float | None = None) -> str:
             left = rate.reset - (time.time() if now is None else now)
             text += f", window resets in {max(left, 0):.0f} s"
         lines.append(f"{'rate limit':<14}{text}")
+    if info.proxy:
+        lines.append(f"{'proxy':<14}{info.proxy}")
+    if info.ca:
+        lines.append(f"{'CA':<14}{info.ca}")
     usage = _flatten(info.usage)
     if usage:
         width = max(len(k) for k, _ in usage) + 4
@@ -707,6 +736,8 @@ class _Deleter:
                 self.limit.release("fault")
                 if attempts >= self.settings.max_attempts:
                     return _gave_up(status, attempts, answer.message or f"HTTP {status}")
+                if answer.rate.retry_after is not None:  # a 503 saying when to come back
+                    self.pacer.pause(answer.rate.retry_after)
                 await self._backoff(attempts)
                 continue
             self.limit.release("ok")

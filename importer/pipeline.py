@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import polars as pl
 
-from importer import __version__, eventloop
+from importer import __version__
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
@@ -763,7 +763,7 @@ async def _import(
         warnings=tuple(
             w.render(str(plan.spec.path))
             for w in (*(plan.compiled[0].warnings if plan.compiled else ()), *spec_warnings)
-        ),
+        ) + tuple(stats.warnings),
         unchanged=tally.unchanged,
         changed_only=tracker.summary() if tracker is not None else None,
         deletion=_deletion(tracker, removal, options.dry_run),
@@ -911,10 +911,6 @@ def run_import(
     notice: Callable[[str], None] | None = None,
     confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
-    """Synchronous :func:`arun_import`, on an event loop that gathers the wake-ups of a paced
-    run (:mod:`importer.eventloop`)."""
-    report: ImportReport = eventloop.run(
-        arun_import(inputs, mapping, credentials, options, progress=progress, notice=notice,
-                    confirm_delete=confirm_delete)
-    )
-    return report
+    """Synchronous :func:`arun_import`."""
+    return asyncio.run(arun_import(inputs, mapping, credentials, options, progress=progress,
+                                   notice=notice, confirm_delete=confirm_delete))

@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from importer import eventloop
 from importer.chunking import Chunk
 from importer.client import (
     ACCEPTED,
-    AnswerTemplates,
     ApiClient,
     BatchResponse,
     ItemOutcome,
@@ -58,11 +56,14 @@ CATCH_UP = 0.25
 #: Paced requests leave on a shared beat of this many seconds: those whose slots fall within
 #: one beat wake together (one timer turn of the event loop instead of one each; at 100
 #: requests/s that is 10 requests per turn). The schedule itself is unchanged, so the window's
-#: budget still bounds the total; a request leaves at most one beat after its slot. It is the
-#: interval over which the event loop gathers its wake-ups while paced: one number for both.
-PACING_BEAT = eventloop.PACED_INTERVAL
+#: budget still bounds the total; a request leaves at most one beat after its slot.
+PACING_BEAT = 0.1
 #: The longest single wait a rate-limit header may impose (guards against clock skew).
 MAX_RATE_WAIT = 65.0
+#: Two answers of one window may give resets this far apart, in seconds: a reset read
+#: against the server's ``Date`` (whole seconds) or given as seconds-from-now moves with the
+#: moment each answer was read. Windows are a minute long; a later reset by more is a new one.
+RESET_SLACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class UploadStats:
     splits: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     items_sent: int = 0
+    warnings: list[str] = field(default_factory=list)  # each said once, in the report
 
 
 class RatePacer:
@@ -143,7 +145,6 @@ class RatePacer:
     def _reserve(self, now: float) -> float | None:
         """This request's start time; None when the window's budget is spent."""
         if self._remaining is None or self._reset is None or self._reset <= now:
-            eventloop.paced(False)
             return now  # nothing known, or the window is over: go
         if self._remaining <= 0:
             self._blocked_until = now + min(self._reset - now, MAX_RATE_WAIT) + self._jit()
@@ -157,8 +158,6 @@ class RatePacer:
         # What is left of the window, from this slot on, spread over the requests left.
         spacing = max(self._reset - start, 0.0) / self._remaining
         self._next_slot = slot + spacing
-        # Requests this far apart leave on the beat anyway: the loop may gather its wake-ups.
-        eventloop.paced(spacing >= eventloop.PACED_SPACING)
         self._remaining -= 1  # spent locally now; the server's count catches up later
         return start
 
@@ -170,12 +169,12 @@ class RatePacer:
         self.inflight = max(self.inflight - 1, 0)
         if rate.remaining is None or rate.reset is None:
             return
-        if self._reset is None or rate.reset > self._reset:
+        if self._reset is None or rate.reset > self._reset + RESET_SLACK:
             # A new window: what the server says, less what is in flight and not yet counted.
             self._reset = rate.reset
             self._remaining = rate.remaining - self.inflight
             self._next_slot = self._clock()  # a new schedule: nothing to catch up on
-        elif rate.reset == self._reset:
+        elif rate.reset >= self._reset - RESET_SLACK:
             # Responses overtake each other, and other clients share the budget: the lowest
             # count is the safest truth.
             local = self._remaining if self._remaining is not None else rate.remaining
@@ -184,6 +183,13 @@ class RatePacer:
     def failed(self) -> None:
         """A request ended without a response (transport error)."""
         self.inflight = max(self.inflight - 1, 0)
+
+    def pause(self, seconds: float) -> None:
+        """The server asked for a pause (``Retry-After`` on a 503): hold every request to
+        this endpoint that long, within MAX_RATE_WAIT."""
+        now = self._clock()
+        wait = min(max(seconds, 0.0), MAX_RATE_WAIT) + self._jit()
+        self._blocked_until = max(self._blocked_until, now + wait)
 
     def rate_limited(self, rate: RateInfo) -> None:
         """A 429: pause the whole endpoint until the window resets (Retry-After wins)."""
@@ -336,7 +342,6 @@ class Uploader:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._pacers: dict[str, RatePacer] = {}
-        self.templates: dict[str, AnswerTemplates] = {}  # per endpoint (target)
         self.limit = AdaptiveLimit(settings)
         self.stats = UploadStats()
         self.fatal: BatchResponse | None = None
@@ -436,9 +441,6 @@ class Uploader:
     async def _send(self, chunk: Chunk) -> ChunkResult | None:
         """One chunk's attempts. None means "split it"; raises FatalResponse on 401/404."""
         pacer = self._pacer(chunk.target)
-        known = self.templates.get(chunk.target)
-        if known is None:
-            known = self.templates[chunk.target] = AnswerTemplates()
         attempts = 0
         waits = 0
         body = chunk.body
@@ -471,11 +473,12 @@ class Uploader:
                 response.content,
                 chunk.keys,
                 now=self._clock(),
-                known=known,
             )
             self.stats.statuses[str(response.status_code)] += 1
             if answer.verdict is not Verdict.RETRY:
                 self.outage.alive(probe)
+            if answer.rate.problem and answer.rate.problem not in self.stats.warnings:
+                self.stats.warnings.append(answer.rate.problem)
             if answer.verdict is Verdict.RATE:
                 pacer.done(answer.rate)
                 pacer.rate_limited(answer.rate)
@@ -494,6 +497,8 @@ class Uploader:
                     continue
                 if attempts >= self.settings.max_attempts:
                     return self._give_up(chunk, answer.status, attempts, answer.message)
+                if answer.rate.retry_after is not None:  # a 503 saying when to come back
+                    pacer.pause(answer.rate.retry_after)
                 await self._backoff(attempts)
                 continue
             self.limit.release("ok")

@@ -236,7 +236,6 @@ def test_the_command_runs_polars_on_one_thread_unless_told(given: str | None,
         "from importer import _launch\n"
         "sys.argv = ['instasent-import', '--version']\n"
         "try:\n    _launch.main()\nexcept SystemExit:\n    pass\n"
-        "import gc\nprint(gc.get_freeze_count() > 1000)\n"
         "import polars\nprint(polars.thread_pool_size())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
@@ -244,7 +243,7 @@ def test_the_command_runs_polars_on_one_thread_unless_told(given: str | None,
         env["POLARS_MAX_THREADS"] = given
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout
-    assert out.split()[-2:] == ["True", str(expected)]
+    assert out.split()[-1] == str(expected)
 
 
 def test_a_csv_run_loads_neither_pyarrow_nor_numpy(tmp_path: Path) -> None:
@@ -262,24 +261,3 @@ def test_a_csv_run_loads_neither_pyarrow_nor_numpy(tmp_path: Path) -> None:
                          timeout=60, check=True).stdout
     assert "exit 3" in out, out  # the sample has rows that fail: the run itself happened
     assert out.splitlines()[-1] == "loaded []"
-
-
-@pytest.mark.parametrize(("inherited", "kept"), [
-    ("dirty_decay_ms:500,muzzy_decay_ms:1000", False),  # written by a parent's `import polars`
-    ("muzzy_decay_ms:7", True),  # the user's own
-])
-def test_the_allocator_setting_yields_to_the_user_not_to_a_parent_polars(
-    inherited: str, kept: bool
-) -> None:
-    script = (
-        "import os, sys\n"
-        "from importer import _launch\n"
-        "sys.argv = ['instasent-import', '--version']\n"
-        "try:\n    _launch.main()\nexcept SystemExit:\n    pass\n"
-        "print(os.environ['_RJEM_MALLOC_CONF'])\n"
-    )
-    env = {**os.environ, "_RJEM_MALLOC_CONF": inherited}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout.split()[-1]
-    assert ("muzzy_decay_ms:7" in out) is kept
-    assert ("dirty_decay_ms:-1" in out) is not kept

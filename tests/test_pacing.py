@@ -227,32 +227,6 @@ def test_the_limit_bounds_concurrent_holders_and_a_cancelled_waiter_leaks_no_slo
     assert order[3:] == [i for i in range(3, 12) if i != 5]
 
 
-def test_the_event_loop_is_told_when_requests_are_spaced_out() -> None:
-    """Spaced requests let the loop gather its wake-ups; a budget the run cannot spend, or
-    no rate-limit headers, must not slow anything."""
-    from importer import eventloop
-
-    t = FakeTime()
-    pacer = _pacer(t)
-
-    async def go() -> list[bool]:
-        seen = []
-        await pacer.acquire()  # nothing known yet
-        seen.append(eventloop.is_paced())
-        pacer.done(RateInfo(limit=600, remaining=100, reset=t.now + 60))  # 0.6 s apart
-        await pacer.acquire()
-        seen.append(eventloop.is_paced())
-        pacer.done(RateInfo(limit=10**6, remaining=10**6, reset=t.now + 61))  # 61 µs apart
-        await pacer.acquire()
-        seen.append(eventloop.is_paced())
-        return seen
-
-    try:
-        assert asyncio.run(go()) == [False, True, False]
-    finally:
-        eventloop.paced(False)
-
-
 def test_the_handoff_tops_up_in_bulk_and_drains_on_close() -> None:
     """The producer sleeps until the workers have taken the backlog down to ``low``: a few
     turns for many chunks, not one per chunk; after close, queued chunks are still handed
@@ -286,3 +260,27 @@ def test_the_handoff_tops_up_in_bulk_and_drains_on_close() -> None:
     assert sorted(got) == list(range(40)) and got == sorted(got)
     assert ends == [None] * 3
     assert 0 < waits <= (40 - 8) // (8 - 4) + 1
+
+
+def test_a_reset_that_moves_by_under_a_second_is_the_same_window() -> None:
+    """A reset read against the server's Date, or given as seconds from now, moves by up to
+    a second between answers of one window: a stale, higher count in such an answer must not
+    be taken as a fresh window's budget (that would burst into 429s)."""
+    t = FakeTime()
+    pacer = _pacer(t)
+    reset = t.now + 30
+    seen = []
+
+    async def go() -> None:
+        await pacer.acquire()
+        pacer.done(RateInfo(limit=600, remaining=10, reset=reset))
+        for _ in range(5):
+            await pacer.acquire()
+            pacer.done(RateInfo(limit=600, remaining=40, reset=reset + 0.6))  # late, stale
+        seen.append(pacer._remaining)
+        await pacer.acquire()
+        pacer.done(RateInfo(limit=600, remaining=500, reset=reset + 60))  # the next window
+        seen.append(pacer._remaining)
+
+    asyncio.run(go())
+    assert seen == [5, 500]  # 10 less the 5 sent, never the stale 40; then the new budget

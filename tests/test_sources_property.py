@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import importer.sources as sources
 from importer.records import Reject
-from importer.sources import DELIMITERS, ReadOptions, iter_batches, resolve_inputs
+from importer.sources import DELIMITERS, ReadOptions, csv_read, iter_batches, resolve_inputs
 
 # Characters that make CSV hard, the polars marker bytes, and anything else but NUL/surrogates.
 _SPECIAL = st.sampled_from(['"', ",", ";", "\t", "|", "\n", "\r", "\r\n", " ", "\x1f", "\x1e"])
@@ -146,7 +146,7 @@ def test_damage_does_not_depend_on_batch_size_or_path(
             options = ReadOptions(delimiter=",", encoding="utf-8", batch_rows=batch_rows)
             results.append(read_back(path, options)[1:])
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sources, "_fast_parse", lambda *args: None)
+            patch.setattr(csv_read, "_fast_parse", lambda *args: None)
             reference = read_back(path, ReadOptions(delimiter=",", encoding="utf-8"))[1:]
     for frame, rejects in results:
         assert frame.equals(reference[0])

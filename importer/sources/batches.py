@@ -1,0 +1,72 @@
+"""What every format does to the rows it yields: provenance columns, empty cells as null,
+spans gathered into batches, and the remedies named by ``read`` rejects."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from importer.records import SOURCE_FILE, SOURCE_ROW, Reject
+
+
+class _Gathered:
+    """Parsed spans (frames and reject rows) gathered until a batch of ``batch_rows`` is due."""
+
+    def __init__(self, batch_rows: int) -> None:
+        self.batch_rows = batch_rows
+        self.frames: list[pl.DataFrame] = []
+        self.rejects: list[Reject] = []
+        self.rows = 0  # rows (good or rejected) since the last batch
+
+    def add(self, frames: list[pl.DataFrame], rejects: list[Reject]) -> bool:
+        """Take a span; True when a batch is due."""
+        self.frames += frames
+        self.rejects += rejects
+        self.rows += sum(f.height for f in frames) + len(rejects)
+        return self.rows >= self.batch_rows
+
+    def take(self) -> tuple[list[pl.DataFrame], list[Reject]]:
+        out = (self.frames, self.rejects)
+        self.frames, self.rejects, self.rows = [], [], 0
+        return out
+
+    def __bool__(self) -> bool:
+        return self.rows > 0
+
+
+def _with_provenance(frame: pl.DataFrame, path: str, numbers: pl.Series) -> pl.DataFrame:
+    """Append ``_source_file`` and ``_source_row``, keeping values the file already has.
+
+    Columns are taken by position: pl.col("*") or pl.col("^a$") would not mean a column
+    named so, and a CRM header may well hold such names.
+    """
+    data = [pl.nth(i) for i, c in enumerate(frame.columns) if c not in (SOURCE_FILE, SOURCE_ROW)]
+    generated = pl.lit(numbers.cast(pl.Int64))
+    row = generated
+    if SOURCE_ROW in frame.columns:  # a re-imported rejects file points at the original export
+        row = pl.coalesce(pl.col(SOURCE_ROW).cast(pl.Int64, strict=False), generated)
+    name = pl.lit(path, dtype=pl.String)
+    if SOURCE_FILE in frame.columns:
+        name = pl.coalesce(pl.col(SOURCE_FILE).cast(pl.String), name)
+    return frame.select(*data, name.alias(SOURCE_FILE), row.alias(SOURCE_ROW))
+
+
+def _empty_to_null(frame: pl.DataFrame) -> pl.DataFrame:
+    """Empty strings become null, as empty CSV cells do."""
+    strings = [i for i, t in enumerate(frame.dtypes) if t == pl.String]
+    return frame.with_columns(pl.when(pl.nth(i) != "").then(pl.nth(i)) for i in strings)
+
+
+_REMEDIES = {
+    "wrong_field_count": "look for a missing or extra delimiter, or an unquoted one inside a "
+                         "value; fix the line in the rejects file and re-run it",
+    "unterminated_quote": "this line alone was set aside and reading resumed on the next "
+                          "line; close the quote and re-run the rejects file",
+    "malformed_csv": "fix the quoting of this line and re-run the rejects file",
+    "nul_byte": "remove the NUL byte and re-run the rejects file",
+    "bad_encoding": "the file mixes encodings: re-export it in one encoding, or try "
+                    "--encoding=cp1252",
+    "bad_json": "fix the JSON on this line and re-run the rejects file",
+    "not_an_object": "each line must be one JSON object {...}",
+    "unexpected_key": "every key must appear in the first lines of the file (they define the "
+                      "columns); move such a line up, or convert the file to CSV/Parquet",
+}  # fmt: skip

@@ -1,0 +1,110 @@
+"""CSV inspection: the delimiter (given or sniffed) and the header record."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+
+from importer.exceptions import InputError
+from importer.sources import limits
+from importer.sources.csv_reference import _reference_records
+from importer.sources.encoding import _report_encoding, _resolve_encoding
+from importer.sources.model import ReadOptions, SourceFile, _check_names
+from importer.sources.textstream import _SURROGATE, _is_utf8, _TextStream, _Window
+
+#: Candidates for delimiter sniffing, in order of preference on a tie.
+DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
+
+
+def _inspect_csv(path: str, compression: str | None, options: ReadOptions) -> SourceFile:
+    encoding = _resolve_encoding(path, compression, options.encoding)
+    with _TextStream(path, compression, encoding) as stream:
+        window = _Window(stream)
+        window.fill_to(limits.SAMPLE_BYTES)
+        sample = window.slice(0, limits.SAMPLE_BYTES)
+        delimiter = _resolve_delimiter(path, options.delimiter, sample, window.eof)
+        header = _read_header(window, path, delimiter, encoding)
+    columns = header.columns if header else ()
+    return SourceFile(path=path, format="csv", columns=columns,
+                      encoding=_report_encoding(encoding), delimiter=delimiter,
+                      compression=compression, total=os.path.getsize(path), total_unit="bytes")
+
+
+def _resolve_delimiter(path: str, given: str | None, sample: bytes, complete: bool) -> str:
+    if given is None:
+        return sniff_delimiter(sample.decode("utf-8", "replace"), complete)
+    delimiter = "\t" if given in ("\\t", "tab", "TAB") else given
+    if len(delimiter.encode("utf-8")) != 1 or delimiter in '"\r\n':
+        raise InputError(path, f"the delimiter {given!r} is not a single character",
+                         "use one of , ; | or \\t")
+    return delimiter
+
+
+def sniff_delimiter(text: str, complete: bool = True) -> str:
+    """The candidate that splits the header widest and the sample rows most consistently."""
+    if not complete:
+        text = text[: text.rfind("\n") + 1] or text
+    best: tuple[float, int] = (0.0, 1)
+    chosen = ","
+    for candidate in DELIMITERS:
+        score = _delimiter_score(text, candidate)
+        if score > best:
+            best, chosen = score, candidate
+    return chosen
+
+
+def _delimiter_score(text: str, delimiter: str) -> tuple[float, int]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records: list[list[str]] = []
+    try:
+        for record in reader:
+            if record:
+                records.append(record)
+            if len(records) > 50:
+                break
+    except csv.Error:
+        return (0.0, 1)
+    if not records or len(records[0]) < 2:
+        return (0.0, 1)
+    width = len(records[0])
+    rows = records[1:]
+    consistent = sum(len(r) == width for r in rows) / len(rows) if rows else 1.0
+    return (round(consistent, 2), width)
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    columns: tuple[str, ...]
+    end: int  # byte offset where data starts
+    lines: int  # physical lines up to there
+
+
+def _read_header(window: _Window, path: str, delimiter: str, encoding: str) -> _Header | None:
+    """The first non-blank record; None for an empty file. Raises InputError if unusable."""
+    records = _reference_records(window, 0, 0, delimiter, stop=None, width=None)
+    for record in records:
+        if record.fields == []:
+            continue  # blank lines before the header
+        if record.fields is None:
+            if "\r" in record.text.rstrip("\r\n"):
+                raise InputError(path, "the lines end with a bare CR (classic Mac line ends)",
+                                 "re-save the file with LF or CRLF line ends")
+            _check_header_text(path, record.text, encoding)
+            raise InputError(path, f"the header line cannot be read ({record.problem})",
+                             "fix the first line of the file")
+        _check_header_text(path, record.text, encoding)
+        columns = tuple(record.fields)
+        _check_names(path, columns)
+        return _Header(columns, record.end, record.line + record.lines - 1)
+    return None
+
+
+def _check_header_text(path: str, text: str, encoding: str) -> None:
+    if "\x00" in text:
+        raise InputError(path, "the header line contains NUL bytes (a UTF-16 file?)",
+                         "try --encoding=utf-16")
+    if _SURROGATE.search(text):
+        remedy = "try --encoding=cp1252" if _is_utf8(encoding) else "check --encoding"
+        raise InputError(path, f"the header line is not valid {_report_encoding(encoding)}", remedy)

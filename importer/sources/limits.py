@@ -1,0 +1,16 @@
+"""Byte limits of the readers: what bounds their memory, in one place.
+
+Modules read them as ``limits.NAME`` (not imported by value), so a test can shrink one limit
+for every reader at once.
+"""
+
+SAMPLE_BYTES = 64 * 1024  # sniffing encoding and delimiter
+NDJSON_SAMPLE_BYTES = 1024 * 1024  # discovering NDJSON keys
+READ_BLOCK = 1024 * 1024
+MAX_SPAN_BYTES = 256 * 1024 * 1024
+PARSE_SPAN_BYTES = 4 * 1024 * 1024
+#: A record longer than this is rejected (almost always an unterminated quote); it bounds the
+#: look-ahead of the reference parser, hence memory.
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+#: Below this size a span that failed the fast path goes to the reference parser.
+SLOW_SPAN_BYTES = 64 * 1024

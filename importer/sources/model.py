@@ -1,0 +1,64 @@
+"""What the sources hand out: how to read (:class:`ReadOptions`) and what a file is
+(:class:`SourceFile`), plus the rule every format's columns obey."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from importer.exceptions import InputError
+
+Format = Literal["csv", "parquet", "ndjson"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How to read inputs; ``None`` means detect."""
+
+    delimiter: str | None = None  # None = sniff among , ; \t |
+    encoding: str | None = None  # None = BOM, else valid UTF-8, else best guess
+    batch_rows: int = 100_000  # rows per yielded SourceBatch (approximate)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One input file, inspected: what it is and how it will be read."""
+
+    path: str  # the value put in _source_file: as given, or as the glob expanded it
+    format: Format
+    columns: tuple[str, ...]  # the file's own columns in file order
+    encoding: str | None  # detected or given (csv/ndjson)
+    delimiter: str | None  # csv only
+    compression: str | None  # None, "gzip", "zstd"
+    total: int  # for progress: bytes (csv, ndjson) or rows (parquet)
+    total_unit: Literal["bytes", "rows"]
+
+    def describe(self) -> str:
+        """How the file is read, for reports: ``crm.csv (csv, cp1252, ';'-separated)``."""
+        parts: list[str] = [self.format]
+        if self.compression:
+            parts.append(self.compression)
+        if self.encoding:
+            parts.append(self.encoding)
+        if self.delimiter:
+            shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
+            parts.append(f"{shown}-separated")
+        return f"{self.path} ({', '.join(parts)})"
+
+
+def _check_names(path: str, columns: Sequence[str]) -> None:
+    """Blank or duplicate column names, all named in one message."""
+    problems: list[str] = []
+    blank = [str(i + 1) for i, name in enumerate(columns) if not name.strip()]
+    if blank:
+        problems.append(f"blank column name at position {', '.join(blank)}")
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(columns):
+        positions.setdefault(name, []).append(i + 1)
+    for name, where in positions.items():
+        if len(where) > 1 and name.strip():
+            places = " and ".join(str(w) for w in where)
+            problems.append(f"duplicate column name {name!r} at positions {places}")
+    if problems:
+        raise InputError(path, "; ".join(problems), "give every column a unique, non-blank name")

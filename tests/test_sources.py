@@ -466,10 +466,11 @@ def test_sniffing_and_detection() -> None:
     assert sniff_delimiter("id;importe\n1;3,50\n2;4,00\n") == ";"
     assert sniff_delimiter('name,city\n"Smith; J",Madrid\n') == ","
     assert sniff_delimiter("single\nvalue\n") == ","
-    assert detect_encoding("José;Núñez\n".encode("cp1252"), complete=True) == "cp1252"
-    assert detect_encoding("José;Núñez\n".encode(), complete=True) == "utf-8"
-    assert detect_encoding("id\tx\n".encode("utf-16"), complete=True) == "utf-16"
-    assert detect_encoding(b"\xef\xbb\xbfid\n", complete=True) == "utf-8"
+    assert detect_encoding("José;Núñez\n".encode("cp1252"), complete=True).encoding == "cp1252"
+    assert detect_encoding("José;Núñez\n".encode(), complete=True).encoding == "utf-8"
+    assert detect_encoding("id\tx\n".encode("utf-16"), complete=True).encoding == "utf-16"
+    assert detect_encoding("id\tx\n".encode("utf-16-le"), complete=True).encoding == "utf-16-le"
+    assert detect_encoding(b"\xef\xbb\xbfid\n", complete=True).encoding == "utf-8"
 
 
 def test_column_names_that_look_like_patterns(tmp_path: Path) -> None:

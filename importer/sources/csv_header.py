@@ -19,7 +19,8 @@ DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
 
 
 def _inspect_csv(path: str, compression: str | None, options: ReadOptions) -> SourceFile:
-    encoding = _resolve_encoding(path, compression, options.encoding)
+    choice = _resolve_encoding(path, compression, options.encoding)
+    encoding = choice.encoding
     with _TextStream(path, compression, encoding) as stream:
         window = _Window(stream)
         window.fill_to(limits.SAMPLE_BYTES)
@@ -28,7 +29,8 @@ def _inspect_csv(path: str, compression: str | None, options: ReadOptions) -> So
         header = _read_header(window, path, delimiter, encoding)
     columns = header.columns if header else ()
     return SourceFile(path=path, format="csv", columns=columns,
-                      encoding=_report_encoding(encoding), delimiter=delimiter,
+                      encoding=_report_encoding(encoding), encoding_reason=choice.reason,
+                      delimiter=delimiter,
                       compression=compression, total=os.path.getsize(path), total_unit="bytes")
 
 

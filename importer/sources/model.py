@@ -17,7 +17,7 @@ class ReadOptions:
     """How to read inputs; ``None`` means detect."""
 
     delimiter: str | None = None  # None = sniff among , ; \t |
-    encoding: str | None = None  # None = BOM, else valid UTF-8, else best guess
+    encoding: str | None = None  # None = detect (sources.encoding); refused when unsure
     batch_rows: int = 100_000  # rows per yielded SourceBatch (approximate)
 
 
@@ -33,18 +33,29 @@ class SourceFile:
     compression: str | None  # None, "gzip", "zstd"
     total: int  # for progress: bytes (csv, ndjson) or rows (parquet)
     total_unit: Literal["bytes", "rows"]
+    encoding_reason: str | None = None  # why this encoding: "given with --encoding", ...
+    #: What reading the file changed or assumed, for validate and the report: a ``sep=``
+    #: line, generated names for blank header cells, names with stray spaces.
+    notes: tuple[str, ...] = ()
+    #: (name as in the file, name trimmed of spaces and no-break spaces) for each column whose
+    #: header cell has stray spaces. The frames and rejects keep the file's own name; the
+    #: mapping matches the trimmed one.
+    renamed: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
-        """How the file is read, for reports: ``crm.csv (csv, cp1252, ';'-separated)``."""
+        """How the file is read, for reports:
+        ``crm.csv (csv, cp1252 [not UTF-8; …], ';'-separated)``, then any notes."""
         parts: list[str] = [self.format]
         if self.compression:
             parts.append(self.compression)
         if self.encoding:
-            parts.append(self.encoding)
+            why = f" [{self.encoding_reason}]" if self.encoding_reason else ""
+            parts.append(f"{self.encoding}{why}")
         if self.delimiter:
             shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
             parts.append(f"{shown}-separated")
-        return f"{self.path} ({', '.join(parts)})"
+        notes = "".join(f"; {note}" for note in self.notes)
+        return f"{self.path} ({', '.join(parts)}){notes}"
 
 
 def _check_names(path: str, columns: Sequence[str]) -> None:

@@ -22,7 +22,8 @@ from importer.sources.textstream import _clean_text, _span_bytes, _span_end, _Te
 
 
 def _inspect_ndjson(path: str, compression: str | None, options: ReadOptions) -> SourceFile:
-    encoding = _resolve_encoding(path, compression, options.encoding)
+    choice = _resolve_encoding(path, compression, options.encoding)
+    encoding = choice.encoding
     with _TextStream(path, compression, encoding) as stream:
         window = _Window(stream)
         window.fill_to(limits.NDJSON_SAMPLE_BYTES)
@@ -38,7 +39,8 @@ def _inspect_ndjson(path: str, compression: str | None, options: ReadOptions) ->
         if isinstance(value, dict):
             keys.update(dict.fromkeys(value))
     return SourceFile(path=path, format="ndjson", columns=tuple(keys),
-                      encoding=_report_encoding(encoding), delimiter=None,
+                      encoding=_report_encoding(encoding), encoding_reason=choice.reason,
+                      delimiter=None,
                       compression=compression, total=os.path.getsize(path), total_unit="bytes")
 
 

@@ -111,7 +111,7 @@ class CorpusFile:
 def make_file(rng: random.Random, language: str, index: int) -> CorpusFile:
     words = WORDS[language]
     delimiter = rng.choice([",", ";"])
-    columns = ["id", "first_name", "last_name", "city", "note"][: rng.randint(3, 5)]
+    columns = ["id", "first_name", "last_name", "city", "note"][: rng.randint(2, 5)]
     lines = [delimiter.join(columns)]
     for row in range(rng.randint(1, 20)):
         values = [f"C{index:04d}{row:02d}", rng.choice(words["first"]),

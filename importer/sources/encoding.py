@@ -4,7 +4,7 @@ A wrong guess is the worst failure an importer has: "Hélène" stored as "Hélč
 not fixed. So detection never picks a code page on thin evidence:
 
 1. a UTF-32/UTF-16 byte-order mark, or UTF-16 without one (NULs on every other byte);
-2. UTF-8 (strict, but for a few stray bytes: see :func:`_mostly_utf8`), with or without BOM;
+2. UTF-8 (strict, but for a few stray bytes: see :func:`_utf8`), with or without BOM;
 3. cp1252, what Western European CRM exports are, when every non-ASCII byte reads as a
    Western letter or sign in a plausible place — unless the sample holds enough text for
    charset-normalizer to make a clearly better case for another code page, and then the
@@ -33,14 +33,18 @@ from importer.sources.textstream import _SURROGATE, _read_raw_sample
 #: The Western default and its bytes-for-bytes fallback.
 WESTERN = "cp1252"
 
-# Non-ASCII characters a Western European export holds besides letters (cp1252 signs).
-_WESTERN_SIGNS = frozenset("\xa0\xad¡¿«»°ºª·–—‘’‚“”„…€£¥¢©®™§¶•²³¹½¼¾´¨¬±µ¤¦¯¸†‡‰‹›ˆ˜")
+# Non-ASCII characters a Western European export holds besides letters (cp1252 signs; the
+# rare ones, † ‰ ¤ ˆ ..., are left out: they are what Japanese and Chinese bytes read as).
+_WESTERN_SIGNS = frozenset("\xa0\xad¡¿«»°ºª·–—‘’‚“”„…€£¥¢©®™§•²³¹½¼¾±µ¬")
 # Letters outside Latin-1 that cp1252 holds and real Western text uses.
-_WESTERN_EXTRA_LETTERS = frozenset("ŒœŠšŽžŸƒ")
-# Signs that do sit between letters in Western text: "l’été", "Saint–Denis", "Ruiz·Pons".
+_WESTERN_EXTRA_LETTERS = frozenset("ŒœŠšŽžŸ")
+# Signs that sit between two letters in Western text: "l’été", "Saint–Denis", "Ruiz·Pons";
+# every other sign only at the edge of a word: "«urgent»", "Acme™", "m²".
 _IN_WORD_SIGNS = frozenset("’‘·–—\xad")
 # A word: letters and non-ASCII signs between ASCII separators, digits and spaces.
 _WORD = re.compile(r"[^\x00-\x40\x5b-\x60\x7b-\x7f\xa0]+")
+#: Valid UTF-8 with this many distinct non-ASCII characters of one script is UTF-8.
+_UTF8_EVIDENCE = 3
 #: Fewer non-ASCII characters than this is too little text to argue against cp1252.
 _EVIDENCE_CHARS = 24
 #: charset-normalizer's chaos (0 clean … 1 garbage) above which a decoding is not text.
@@ -50,8 +54,9 @@ _CHAOS_MARGIN = 0.1
 _COHERENCE_MARGIN = 0.2
 _EAST_ASIAN_CODECS = ("cp932", "euc_jp", "gb18030", "big5", "cp949")
 #: The code pages of one script, which short samples cannot tell apart.
+#: (Any other script, Chinese, Japanese, Korean, Thai, ..., is checked against the East Asian
+#: multi-byte code pages: they read almost any bytes as rare characters.)
 _SIBLINGS: dict[str, tuple[str, ...]] = {
-    "CJK": _EAST_ASIAN_CODECS, "HANGUL": _EAST_ASIAN_CODECS, "JAPANESE": _EAST_ASIAN_CODECS,
     # (Chinese read by a Cyrillic code page makes short words of plausible letters)
     "GREEK": ("iso8859_7", "cp1253", "mac_greek", "cp737", "cp869", *_EAST_ASIAN_CODECS),
     "CYRILLIC": ("cp1251", "koi8_r", "koi8_u", "iso8859_5", "mac_cyrillic", "cp866",
@@ -98,14 +103,9 @@ def detect_encoding(sample: bytes, complete: bool) -> EncodingChoice:
     has_bom = sample.startswith(codecs.BOM_UTF8)
     sample = sample.removeprefix(codecs.BOM_UTF8)
     body = sample if complete else _cut_partial_utf8(sample)
-    if _mostly_utf8(body):
-        if has_bom:
-            return EncodingChoice("utf-8", "UTF-8 byte-order mark and valid UTF-8")
-        if not any(b > 127 for b in body):
-            return EncodingChoice("utf-8", "ASCII text (read as UTF-8)")
-        bad = len(_SURROGATE.findall(body.decode("utf-8", "surrogateescape")))
-        why = "valid UTF-8" if not bad else f"UTF-8 but for {bad} stray byte(s), read as rejects"
-        return EncodingChoice("utf-8", why)
+    utf8 = _utf8(body, has_bom)
+    if utf8 is not None:
+        return utf8
     return _code_page(body if complete else body[: body.rfind(b"\n") + 1] or body)
 
 
@@ -145,9 +145,13 @@ def _code_page(sample: bytes) -> EncodingChoice:
             # script (Japanese, Chinese and Korean read each other's bytes as rare
             # characters; koi8-r, cp1251 and mac-cyrillic each other's as other letters):
             # each one that reads the bytes as clean text of a script is a candidate.
-            for codec in _SIBLINGS.get(script, ()):
+            multi_byte = script not in _SIBLINGS
+            for codec in _SIBLINGS.get(script, _EAST_ASIAN_CODECS):
                 text = _decoded(sample, codec)
                 if text is None or text == best[1] or any(text == r[1] for r in close):
+                    continue
+                if multi_byte:  # scores on little Chinese/Japanese/Korean text settle nothing
+                    close.append((codec, text, 0.0, 0.0))
                     continue
                 scored = from_bytes(sample, cp_isolation=[codec]).best()
                 # (close in chaos or in coherence: on little text neither settles it alone)
@@ -163,7 +167,7 @@ def _code_page(sample: bytes) -> EncodingChoice:
             candidates = (*candidates, WESTERN)[:4]
         raise UncertainEncoding("it is not UTF-8 and too little text tells its code page apart",
                                 candidates)
-    fallback = tuple(r[0] for r in ranked[:3]) or (WESTERN,)
+    fallback = tuple(dict.fromkeys([*(r[0] for r in ranked[:3]), WESTERN, "latin-1"]))[:3]
     raise UncertainEncoding("it is not UTF-8, and no code page reads it as clean text", fallback)
 
 
@@ -188,13 +192,17 @@ def _reads_western(text: str) -> bool:
 
 def _foreign_word(word: str) -> bool:
     run = 0
+    last = len(word) - 1
     for i, ch in enumerate(word):
         run = 0 if ch.isascii() else run + 1
         if run >= 3:
             return True
-        if (not ch.isascii() and not ch.isalpha() and ch not in _IN_WORD_SIGNS
-                and 0 < i < len(word) - 1 and word[i - 1].isalpha() and word[i + 1].isalpha()):
-            return True  # a sign inside a word: "Ã£o", "£ódŸ"
+        if ch.isascii() or (ch.isalpha() and ch not in "ºª"):
+            continue
+        edge = i in (0, last)
+        between_letters = (0 < i < last and word[i - 1].isalpha() and word[i + 1].isalpha())
+        if not (edge or (ch in _IN_WORD_SIGNS and between_letters)):
+            return True  # a sign inside a word: "Ã£o", "“c’†"
     return len(word) >= 2 and not any(ch.isascii() for ch in word)
 
 
@@ -204,7 +212,7 @@ def _western_char(ch: str) -> bool:
     return "\xc0" <= ch <= "\xff" and ch not in "×÷"
 
 
-def _main_script(text: str) -> tuple[str, int]:
+def _main_script(text: str, cased: bool = True) -> tuple[str, int]:
     """The script most non-ASCII letters belong to ("CYRILLIC", "CJK", ...), and how many."""
     counts: dict[str, int] = {}
     miscased = shouting = words = 0
@@ -215,15 +223,15 @@ def _main_script(text: str) -> tuple[str, int]:
             miscased += any(a.islower() and b.isupper() for a, b in itertools.pairwise(word))
             shouting += len(word) >= 2 and word.isupper()
     # ... and so is a text of mostly capitals ("ОВ;Сѕ;ЩЯКЃ": Chinese read as Cyrillic)
-    if miscased * 10 > words or shouting * 3 > words:
+    if cased and (miscased * 10 > words or shouting * 3 > words):
         return "MIXED", 0
     for ch in text:
         if ch.isascii() or not ch.isalpha():
             continue
         name = unicodedata.name(ch, "")
         script = name.split()[0] if name else "UNKNOWN"
-        if script in ("HIRAGANA", "KATAKANA"):
-            script = "JAPANESE"
+        if script in ("HIRAGANA", "KATAKANA", "CJK"):  # Japanese mixes kana and kanji
+            script = "CJK"
         counts[script] = counts.get(script, 0) + 1
     if not counts:
         return "UNKNOWN", 0
@@ -259,18 +267,50 @@ def _decoded(data: bytes, encoding: str) -> str | None:
         return None
 
 
-def _mostly_utf8(body: bytes) -> bool:
-    """Valid UTF-8, or UTF-8 with fewer bad bytes than good non-ASCII characters.
+def _utf8(body: bytes, has_bom: bool) -> EncodingChoice | None:
+    """UTF-8 when the sample is, or is but for a few stray bytes; None when it is not.
 
     An export that is UTF-8 but for one row pasted from a cp1252 system must stay UTF-8
     (that row becomes a reject): guessing cp1252 would garble every other accent silently.
+    But two bytes of Chinese can be valid UTF-8 by chance ("伟" in GB18030 reads "ΰ"): one or
+    two characters outside Latin script are too little to call it UTF-8.
     A UTF-16 sample is valid UTF-8 too, but full of NULs (a stray NUL is a reject, later).
     """
     if body.count(b"\x00") * 10 > len(body):
-        return False
+        return None
     text = body.decode("utf-8", "surrogateescape")
     bad = len(_SURROGATE.findall(text))
-    return bad == 0 or bad <= sum(1 for ch in text if ord(ch) > 127) - bad
+    good = [ch for ch in text if ord(ch) > 127 and not _SURROGATE.match(ch)]
+    if not bad:
+        if has_bom:
+            return EncodingChoice("utf-8", "UTF-8 byte-order mark and valid UTF-8")
+        if not good:
+            return EncodingChoice("utf-8", "ASCII text (read as UTF-8)")
+        foreign = {ch for ch in good if not _latin(ch)}
+        if not foreign or (len(set(good)) >= _UTF8_EVIDENCE
+                           and _main_script(text, cased=False)[0] not in ("MIXED", "UNKNOWN")):
+            return EncodingChoice("utf-8", "valid UTF-8")
+        raise UncertainEncoding(f"it is valid UTF-8, but only {len(set(good))} distinct "
+                                "character(s) say so", ("utf-8", *_other_readings(body)))
+    if len(good) >= 2 * _UTF8_EVIDENCE and bad * 3 <= len(good):
+        return EncodingChoice("utf-8", f"UTF-8 but for {bad} stray byte(s), read as rejects")
+    return None
+
+
+def _latin(ch: str) -> bool:
+    """A Western character, or one of Latin Extended-A (ł, ő, č, ş: European names)."""
+    return _western_char(ch) or "\u0100" <= ch <= "\u017f"
+
+
+def _other_readings(sample: bytes) -> tuple[str, ...]:
+    from charset_normalizer import from_bytes
+
+    found: list[str] = []
+    for match in from_bytes(sample):
+        name = codecs.lookup(match.encoding).name
+        if name != "utf-8" and name not in found:
+            found.append(name)
+    return tuple(found[:2]) or (WESTERN,)
 
 
 def _decodes(data: bytes, encoding: str) -> bool:
@@ -299,16 +339,15 @@ def _uncertain_error(path: str, sample: bytes, exc: UncertainEncoding) -> InputE
     line_no, raw = next(((i, ln) for i, ln in enumerate(lines) if any(b > 127 for b in ln)),
                         (0, lines[0]))
     raw = raw.rstrip(b"\r")[:160]
-    shown = [f"line {line_no + 1} decoded each way:"]
     width = max(len(c) for c in exc.candidates) + len("--encoding=")
-    for codec in exc.candidates:
-        text = raw.decode(codec, "replace")
-        shown.append(f"  {('--encoding=' + codec):<{width}}  {text}")
+    shown = [f"  {('--encoding=' + codec):<{width}}  {raw.decode(codec, 'replace')}"
+             for codec in exc.candidates]
     return InputError(
         path,
         f"cannot tell the text encoding for sure: {exc.why} (candidates: "
-        f"{', '.join(exc.candidates)}); nothing was sent.\n" + "\n".join(shown) + "\n",
-        f"pass the --encoding whose line reads right, e.g. --encoding={exc.candidates[0]}",
+        f"{', '.join(exc.candidates)}); nothing was sent",
+        f"pass the --encoding whose line reads right; line {line_no + 1} decoded each way:\n"
+        + "\n".join(shown),
     )
 
 

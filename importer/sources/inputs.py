@@ -3,6 +3,7 @@ the entry points that stream any of them."""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -80,9 +81,14 @@ def iter_all(
         yield from iter_batches(source, options)
 
 
+#: A recursive pattern lists at most this many directories (a mount of the whole disk, or a
+#: tree of links, is a mistake to report, not to walk for an hour).
+MAX_GLOB_DIRS = 20_000
+
+
 def _expand(pattern: str) -> list[str]:
     if glob.has_magic(pattern):
-        found = [p for p in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(p)]
+        found = [p for p in sorted(set(_glob(pattern))) if os.path.isfile(p)]
         files = [p for p in found if _wanted(p)]
         if not files:
             raise InputError(pattern, "the pattern matches no supported file",
@@ -103,6 +109,83 @@ def _expand(pattern: str) -> list[str]:
     if not os.path.exists(pattern):
         raise InputError(pattern, "no such file or directory", "check the path")
     return [pattern]
+
+
+def _glob(pattern: str) -> Iterator[str]:
+    """``glob.glob(pattern, recursive=True)``, but ``**`` enters each directory once.
+
+    glob follows symbolic links to directories, so a link back up the tree (``d/a/up -> ..``)
+    made it walk forever; here a directory is identified by (device, inode), visited once,
+    and the walk stops with an InputError past :data:`MAX_GLOB_DIRS` directories.
+    """
+    head, parts = _glob_root(pattern)
+    visited: set[tuple[int, int]] = set()
+
+    def walk(base: str, rest: list[str]) -> Iterator[str]:
+        if not rest:
+            yield base
+            return
+        part, more = rest[0], rest[1:]
+        if part == "**":
+            for directory in _directories_once(base, visited, pattern):
+                if not more:  # a trailing ** matches the files in every directory too
+                    yield from (os.path.join(directory, n) for n in _listdir(directory or ".")
+                                if not n.startswith("."))
+                yield from walk(directory, more)
+            return
+        if not glob.has_magic(part):
+            path = os.path.join(base, part)
+            if os.path.lexists(path):
+                yield from walk(path, more)
+            return
+        for name in _listdir(base or os.curdir):
+            hidden = name.startswith(".") and not part.startswith(".")
+            if not hidden and fnmatch.fnmatchcase(name, part):
+                path = os.path.join(base, name)
+                if not more or os.path.isdir(path):
+                    yield from walk(path, more)
+
+    yield from walk(head, parts)
+
+
+def _glob_root(pattern: str) -> tuple[str, list[str]]:
+    """The leading part without wildcards, and the components after it."""
+    drive, rest = os.path.splitdrive(pattern)
+    absolute = rest.startswith(os.sep)
+    parts = [p for p in rest.split(os.sep) if p]
+    head = drive + (os.sep if absolute else "")
+    while parts and not glob.has_magic(parts[0]) and len(parts) > 1:
+        head = os.path.join(head, parts.pop(0)) if head else parts.pop(0)
+    return head, parts
+
+
+def _directories_once(base: str, visited: set[tuple[int, int]], pattern: str) -> Iterator[str]:
+    """``base`` and every directory under it (links followed), each (dev, inode) once."""
+    stack = [base]
+    while stack:
+        directory = stack.pop()
+        try:
+            info = os.stat(directory or os.curdir)
+        except OSError:
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in visited:
+            continue
+        visited.add(key)
+        if len(visited) > MAX_GLOB_DIRS:
+            raise InputError(pattern, f"the pattern walks more than {MAX_GLOB_DIRS:,} "
+                                      "directories", "narrow it down to the export's folder")
+        yield directory
+        children = [os.path.join(directory, n) for n in _listdir(directory or os.curdir)
+                    if not n.startswith(".")]
+        stack.extend(sorted((c for c in children if os.path.isdir(c)), reverse=True))
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
 
 
 def _wanted(path: str) -> bool:

@@ -234,7 +234,6 @@ def test_empty_and_header_only_files_have_no_rows() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("blank_header.csv", "blank column name at position 2, 4"),
         ("duplicate_header.csv", "duplicate column name 'email' at positions 2 and 4"),
         ("mac_cr_line_ends.csv", "bare CR (classic Mac line ends) — re-save the file with LF"),
         ("unsupported.xlsx", "unsupported file type .xlsx — export it as CSV, Parquet or NDJSON"),

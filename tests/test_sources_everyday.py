@@ -10,13 +10,17 @@ import random
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from importer.cli import cli
 from importer.exceptions import InputError
 from importer.records import Reject
+from importer.sandbox.server import RunningSandbox
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.sources import inputs as inputs_module
 
@@ -89,3 +93,127 @@ def test_glob_matches_what_python_glob_matches_without_loops(
     want_abs = sorted(p for p in glob.glob(absolute, recursive=True)
                       if os.path.isfile(p) and inputs_module._wanted(p))
     assert [s.path for s in resolve_inputs([absolute])] == want_abs
+
+
+# ───────────── everyday exports (issue 15) ─────────────
+
+
+def test_excel_sep_line_sets_the_delimiter_and_is_not_a_row() -> None:
+    source, frame, rejects = read(EDGE / "excel_sep_line.csv")
+    assert (source.delimiter, source.encoding, source.columns) == (
+        ";", "cp1252", ("id", "nombre", "ciudad"))
+    assert frame.rows() == [("1", "José", "Logroño", str(EDGE / "excel_sep_line.csv"), 1),
+                            ("2", "Ana", "A Coruña", str(EDGE / "excel_sep_line.csv"), 2)]
+    assert rejects == []
+    assert "line 1 'sep=;' names the delimiter (not a row)" in source.describe()
+
+
+def test_after_a_sep_line_physical_lines_stay_right(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"sep=,\nid,name\n1,Ana\n2\n3,Cid\n")
+    source, frame, rejects = read(path)
+    assert source.delimiter == ","
+    assert frame.get_column("_source_row").to_list() == [1, 3]
+    [reject] = rejects
+    assert reject.source_row == 2 and f"{path} line 4 (data row 2)" in reject.message
+
+
+def test_a_given_delimiter_wins_over_the_sep_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"sep=;\nid|name\n1|Ana\n")
+    source, frame, _ = read(path, delimiter="|")
+    assert source.columns == ("id", "name") and frame.row(0)[:2] == ("1", "Ana")
+
+
+def test_blank_header_names_are_generated_with_a_note() -> None:
+    source, frame, rejects = read(EDGE / "pandas_index.csv")
+    assert source.columns == ("column_1", "id", "email")
+    assert frame.select("column_1", "id", "email").rows() == [
+        ("0", "U1", "a@example.com"), ("1", "U2", "b@example.com")]
+    assert rejects == []
+    assert "header cell 1 is blank: read as column 'column_1'" in source.describe()
+    [both] = resolve_inputs([str(EDGE / "blank_header.csv")])
+    assert both.columns == ("id", "column_2", "email", "column_4")
+
+
+def test_a_generated_name_does_not_take_an_existing_one(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"column_1,,id\na,b,c\n")
+    source = read(path)[0]
+    assert source.columns == ("column_1", "column_2", "id")
+    path.write_bytes(b",column_1\na,b\n")
+    assert read(path)[0].columns == ("column_1_", "column_1")
+
+
+def test_padded_header_names_are_listed_trimmed_and_kept_verbatim_in_rows() -> None:
+    source, frame, _ = read(EDGE / "padded_header.csv")
+    assert source.columns == ("id ", "\u00a0email", "city")  # as in the file (rejects keep it)
+    assert dict(source.renamed) == {"id ": "id", "\u00a0email": "email"}
+    assert frame.select("id ", "\u00a0email").row(0) == (" U1", "a@example.com")
+    described = source.describe()
+    assert "header 'id ' has stray spaces: matched as 'id'" in described
+    assert "header '\\xa0email' has stray spaces: matched as 'email'" in described
+
+
+def test_trimming_that_would_collide_is_not_done(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"email,email \na,b\n")
+    source = read(path)[0]
+    assert source.renamed == ()
+    assert "header 'email ' has stray spaces, kept as is" in source.describe()
+
+
+def test_duplicate_names_stay_an_error() -> None:
+    with pytest.raises(InputError, match="duplicate column name 'email' at positions 2 and 4"):
+        resolve_inputs([str(EDGE / "duplicate_header.csv")])
+
+
+def test_excel_unicode_text_txt_is_read_as_delimited_text() -> None:
+    source, frame, rejects = read(EDGE / "excel_unicode_text.txt")
+    assert (source.format, source.encoding, source.delimiter) == ("csv", "utf-16", "\t")
+    assert frame.select("id", "nombre", "ciudad").rows() == [
+        ("1", "María", "Málaga"), ("2", "Íñigo", "Bilbao")]
+    assert rejects == []
+
+
+def test_txt_that_is_not_delimited_is_refused_by_name_and_skipped_in_a_folder(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InputError, match=r"a \.txt file that does not read as delimited text"):
+        resolve_inputs([str(EDGE / "notes.txt")])
+    (tmp_path / "notes.txt").write_bytes((EDGE / "notes.txt").read_bytes())
+    (tmp_path / "unicode.txt").write_bytes((EDGE / "excel_unicode_text.txt").read_bytes())
+    (tmp_path / "a.csv").write_text("id\n1\n")
+    found = resolve_inputs([str(tmp_path)])
+    assert [Path(s.path).name for s in found] == ["a.csv", "unicode.txt"]
+
+
+def test_everyday_exports_land_in_the_sandbox_exactly(
+    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
+) -> None:
+    box = make_sandbox()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("version: 1\ntarget: contacts\nfields:\n  _user_id: id\n"
+                       "  _first_name: nombre\n  _city: ciudad\n")
+    for name in ("excel_sep_line.csv", "excel_unicode_text.txt"):
+        result = CliRunner().invoke(cli, ["run", str(EDGE / name), "--mapping", str(mapping)],
+                                    env=box.env(), catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        if name == "excel_sep_line.csv":
+            first = box.app.get_contact("1")
+            assert first is not None and (first["_first_name"], first["_city"]) == (
+                "José", "Logroño")
+    got = {u: box.app.get_contact(u) for u in ("1", "2")}
+    # excel_unicode_text.txt ran second: its values won (later upserts win)
+    assert {u: (c or {}).get("_first_name") for u, c in got.items()} == {"1": "María",
+                                                                          "2": "Íñigo"}
+    assert {u: (c or {}).get("_city") for u, c in got.items()} == {"1": "Málaga", "2": "Bilbao"}
+    pandas = tmp_path / "p.yaml"
+    pandas.write_text("version: 1\ntarget: contacts\nfields:\n  _user_id: id\n"
+                      "  _email: email\n  row_index: column_1\n")
+    result = CliRunner().invoke(cli, ["run", str(EDGE / "pandas_index.csv"), "--mapping",
+                                      str(pandas)], env=box.env(), catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "header cell 1 is blank: read as column 'column_1'" in result.stderr
+    stored = box.app.get_contact("U2")
+    assert stored is not None and stored["_email"] == "b@example.com"

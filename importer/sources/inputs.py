@@ -10,14 +10,14 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from importer.exceptions import InputError
 from importer.records import SourceBatch
-from importer.sources.csv_header import _inspect_csv
+from importer.sources.csv_header import NotDelimitedText, _inspect_csv
 from importer.sources.csv_read import _iter_csv
 from importer.sources.model import Format, ReadOptions, SourceFile
 from importer.sources.ndjson import _inspect_ndjson, _iter_ndjson
 from importer.sources.parquet import _inspect_parquet, _iter_parquet
 
 _EXTENSIONS: dict[str, Format] = {
-    ".csv": "csv", ".tsv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson",
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson",
     ".parquet": "parquet", ".pq": "parquet",
 }  # fmt: skip
 
@@ -25,7 +25,8 @@ _EXTENSIONS: dict[str, Format] = {
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
 
-SUPPORTED = ".csv .tsv .jsonl .ndjson .parquet (text files also as .gz or .zst)"
+SUPPORTED = (".csv .tsv .txt (delimited text) .jsonl .ndjson .parquet (text files also as .gz "
+             "or .zst)")
 
 
 def resolve_inputs(
@@ -44,6 +45,8 @@ def resolve_inputs(
         except InputError as exc:
             errors.append(exc)
             continue
+        kept = len(sources)
+        skipped = 0
         for path in paths:
             key = os.path.realpath(path)
             if key in seen:  # the same file twice in one run would import it twice
@@ -51,8 +54,17 @@ def resolve_inputs(
             seen.add(key)
             try:
                 sources.append(inspect_file(path, options))
+            except NotDelimitedText as exc:
+                if path == pattern:  # named explicitly: say why it cannot be read
+                    errors.append(exc)
+                skipped += 1  # (else a notes.txt beside the exports: not data, skipped)
             except InputError as exc:
                 errors.append(exc)
+        if skipped and skipped == len(paths) and len(sources) == kept:
+            errors.append(InputError(pattern, "the directory holds no supported file" if
+                                     os.path.isdir(pattern) else "the pattern matches no "
+                                     "supported file", f"point at the export files "
+                                     f"(supported: {SUPPORTED})"))
     if len(errors) == 1:
         raise errors[0]
     if errors:
@@ -218,7 +230,14 @@ def inspect_file(path: str, options: ReadOptions = ReadOptions()) -> SourceFile:
         return _inspect_parquet(path)
     if fmt == "ndjson":
         return _inspect_ndjson(path, compression, options)
-    return _inspect_csv(path, compression, options)
+    return _inspect_csv(path, compression, options, must_sniff=_is_txt(path))
+
+
+def _is_txt(path: str) -> bool:
+    name = os.path.basename(path).lower()
+    for suffix in _COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    return name.endswith(".txt")
 
 
 def _suffixes(path: str) -> list[str]:

@@ -73,3 +73,43 @@ def _check_names(path: str, columns: Sequence[str]) -> None:
             problems.append(f"duplicate column name {name!r} at positions {places}")
     if problems:
         raise InputError(path, "; ".join(problems), "give every column a unique, non-blank name")
+
+
+#: What surrounds a header name by accident: spaces, tabs, no-break and zero-width spaces, BOMs.
+_STRAY = " \t\r\n\u00a0\u2007\u202f\u200b\ufeff"
+
+
+def _name_columns(
+    path: str, columns: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(names, notes, renamed) for a header as read.
+
+    A blank name (pandas writes its index column so) becomes ``column_<position>``, with a
+    note; duplicate names stay an error. A name with stray spaces keeps its own spelling in
+    the frames (a rejects file keeps the file's columns) and is listed in ``renamed`` with
+    its trimmed spelling, which is what the mapping matches.
+    """
+    names = list(columns)
+    notes: list[str] = []
+    taken = set(columns)
+    for i, name in enumerate(columns):
+        if not name.strip(_STRAY):
+            generated = f"column_{i + 1}"
+            while generated in taken:
+                generated += "_"
+            taken.add(generated)
+            names[i] = generated
+            notes.append(f"header cell {i + 1} is blank: read as column {generated!r}")
+    _check_names(path, names)
+    renamed: list[tuple[str, str]] = []
+    for name in names:
+        trimmed = name.strip(_STRAY)
+        if trimmed == name:
+            continue
+        if trimmed in taken or any(trimmed == t for _, t in renamed):
+            notes.append(f"header {name!r} has stray spaces, kept as is: {trimmed!r} is "
+                         "another column")
+            continue
+        renamed.append((name, trimmed))
+        notes.append(f"header {name!r} has stray spaces: matched as {trimmed!r}")
+    return tuple(names), tuple(notes), tuple(renamed)

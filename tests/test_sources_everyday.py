@@ -21,7 +21,7 @@ from importer.cli import cli
 from importer.exceptions import InputError
 from importer.records import Reject
 from importer.sandbox.server import RunningSandbox
-from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
+from importer.sources import ReadOptions, SourceFile, iter_batches, limits, resolve_inputs
 from importer.sources import inputs as inputs_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,3 +217,39 @@ def test_everyday_exports_land_in_the_sandbox_exactly(
     assert "header cell 1 is blank: read as column 'column_1'" in result.stderr
     stored = box.app.get_contact("U2")
     assert stored is not None and stored["_email"] == "b@example.com"
+
+
+# ───────────── an unterminated quote before long lines (issue 18 item 13) ─────────────
+
+
+def test_long_rejected_lines_keep_a_bounded_raw_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    long_fields = b"x," * 100_000  # 200 KB lines with the wrong field count
+    with path.open("wb") as fh:
+        fh.write(b'id,note\n1,"open\n')
+        for i in range(2, 12):
+            fh.write(f"{i},".encode() + long_fields + b"\n")
+        fh.write(b"12,fine\n")
+    _, frame, rejects = read(path)
+    assert frame.select("id", "note").rows() == [("12", "fine")]
+    assert [r.source_row for r in rejects] == list(range(1, 12))
+    limit = limits.MAX_RAW_LINE_CHARS
+    for reject in rejects[1:]:
+        assert reject.raw_line is not None
+        assert len(reject.raw_line) < limit + 100
+        assert reject.raw_line.startswith(f"{reject.source_row},x,x,")
+        assert reject.raw_line.endswith(f"…[{200_001 + len(str(reject.source_row)) - limit:,}"
+                                        " more characters not kept]")
+        assert "_raw_line keeps the first 65,536; fix it in the original file" in reject.message
+    assert rejects[0].raw_line == '1,"open'  # a short line is kept whole, without a note
+    assert "_raw_line keeps" not in rejects[0].message
+
+
+def test_a_long_ndjson_line_keeps_a_bounded_raw_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.ndjson"
+    path.write_bytes(b'{"id": 1}\n{"id": 2, "x": "' + b"y" * 100_000 + b'"\n{"id": 3}\n')
+    _, frame, rejects = read(path)
+    assert frame.get_column("id").to_list() == ["1", "3"]
+    [reject] = rejects
+    assert reject.raw_line is not None and len(reject.raw_line) < limits.MAX_RAW_LINE_CHARS + 100
+    assert "_raw_line keeps the first" in reject.message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject
+from importer.sources import limits
 
 
 class _Gathered:
@@ -70,3 +71,20 @@ _REMEDIES = {
     "unexpected_key": "every key must appear in the first lines of the file (they define the "
                       "columns); move such a line up, or convert the file to CSV/Parquet",
 }  # fmt: skip
+
+
+def _raw_line(text: str) -> tuple[str, str]:
+    """(the text for ``_raw_line``, a note for the message when it had to be cut)."""
+    limit = limits.MAX_RAW_LINE_CHARS
+    if len(text) <= limit:
+        return text, ""
+    cut = len(text) - limit
+    marker = f"…[{cut:,} more characters not kept]"
+    return text[:limit] + marker, (f" (the line is {len(text):,} characters long: _raw_line "
+                                   f"keeps the first {limit:,}; fix it in the original file)")
+
+
+def _shown(value: str) -> str:
+    """A value quoted in a message, cut to a readable length."""
+    limit = limits.MAX_SHOWN_VALUE_CHARS
+    return value if len(value) <= limit else value[:limit] + f"…[{len(value) - limit:,} more]"

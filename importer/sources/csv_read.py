@@ -32,7 +32,14 @@ import polars as pl
 from importer.exceptions import InputError
 from importer.records import Reject, SourceBatch
 from importer.sources import limits
-from importer.sources.batches import _REMEDIES, _empty_to_null, _Gathered, _with_provenance
+from importer.sources.batches import (
+    _REMEDIES,
+    _empty_to_null,
+    _Gathered,
+    _raw_line,
+    _shown,
+    _with_provenance,
+)
 from importer.sources.csv_grammar import _compiles, _fast_parse, csv_grammar
 from importer.sources.csv_header import _Header, _read_header
 from importer.sources.csv_reference import _Record, _reference_records
@@ -229,13 +236,13 @@ def _record_reject(record: _Record, row: int, ctx: _CsvContext) -> Reject | None
         code, problem = _field_problem(record.fields, record.text, ctx)
     if code is None or problem is None:
         return None
-    raw = _clean_text(record.text.rstrip("\r\n"))
+    raw, cut = _raw_line(_clean_text(record.text.rstrip("\r\n")))
     where = f"{ctx.path} line {record.line} (data row {row})"
     remedy = _REMEDIES[code]
     if code == "bad_encoding" and not _is_utf8(ctx.encoding):
         remedy = f"the file is read as {ctx.encoding}: check --encoding, or re-export the file"
     return Reject(source_file=ctx.path, source_row=row, stage="read", code=code,
-                  message=f"{where}: {problem} — {remedy}", raw_line=raw)
+                  message=f"{where}: {problem} — {remedy}{cut}", raw_line=raw)
 
 
 def _field_problem(
@@ -248,14 +255,15 @@ def _field_problem(
         return None, None
     for name, value in zip(ctx.columns, fields, strict=True):
         if "\x00" in value:
-            return "nul_byte", f"a NUL byte in column {name!r}, value {_clean_text(value)!r}"
+            shown = _shown(_clean_text(value))
+            return "nul_byte", f"a NUL byte in column {name!r}, value {shown!r}"
         if _SURROGATE.search(value):
             return "bad_encoding", _encoding_problem(name, value, ctx.encoding)
     return None, None
 
 
 def _encoding_problem(name: str, value: str, encoding: str) -> str:
-    shown = _clean_text(value)
+    shown = _shown(_clean_text(value))
     found = _SURROGATE.search(value)
     if _is_utf8(encoding) and found:
         # surrogateescape keeps an undecodable byte b as the code point U+DC00 + b

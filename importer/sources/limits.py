@@ -14,3 +14,8 @@ PARSE_SPAN_BYTES = 4 * 1024 * 1024
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 #: Below this size a span that failed the fast path goes to the reference parser.
 SLOW_SPAN_BYTES = 64 * 1024
+#: A reject's ``_raw_line`` keeps at most this many characters of the line (then a marker):
+#: 200 one-MiB lines after an unterminated quote made a 210 MB rejects file.
+MAX_RAW_LINE_CHARS = 64 * 1024
+#: A value quoted in a reject message is cut to this many characters.
+MAX_SHOWN_VALUE_CHARS = 200

@@ -15,7 +15,13 @@ import polars as pl
 
 from importer.records import Reject, SourceBatch
 from importer.sources import limits
-from importer.sources.batches import _REMEDIES, _empty_to_null, _Gathered, _with_provenance
+from importer.sources.batches import (
+    _REMEDIES,
+    _empty_to_null,
+    _Gathered,
+    _raw_line,
+    _with_provenance,
+)
 from importer.sources.encoding import _report_encoding, _resolve_encoding
 from importer.sources.model import ReadOptions, SourceFile
 from importer.sources.textstream import _clean_text, _span_bytes, _span_end, _TextStream, _Window
@@ -172,7 +178,7 @@ def _ndjson_frame(
 
 
 def _ndjson_reject(text: bytes, number: int, source: SourceFile, code: str, problem: str) -> Reject:
-    raw = _clean_text(text.decode("utf-8", "surrogateescape").rstrip("\r\n"))
+    raw, cut = _raw_line(_clean_text(text.decode("utf-8", "surrogateescape").rstrip("\r\n")))
     return Reject(source_file=source.path, source_row=number, stage="read", code=code,
-                  message=f"{source.path} line {number}: {problem} — {_REMEDIES[code]}",
+                  message=f"{source.path} line {number}: {problem} — {_REMEDIES[code]}{cut}",
                   raw_line=raw)

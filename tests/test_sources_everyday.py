@@ -253,3 +253,33 @@ def test_a_long_ndjson_line_keeps_a_bounded_raw_line(tmp_path: Path) -> None:
     [reject] = rejects
     assert reject.raw_line is not None and len(reject.raw_line) < limits.MAX_RAW_LINE_CHARS + 100
     assert "_raw_line keeps the first" in reject.message
+
+
+# ───────────── memory bounded by bytes, not rows (issue 15 Resources, issue 18 item 14) ─────
+
+
+def _batches(path: Path, batch_rows: int) -> list[pl.DataFrame]:
+    options = ReadOptions(batch_rows=batch_rows)
+    [source] = resolve_inputs([str(path)], options)
+    return [b.frame for b in iter_batches(source, options)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson", "parquet"])
+def test_wide_rows_make_smaller_batches_with_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    columns, rows = 200, 600
+    frame = pl.DataFrame({f"c{i}": [f"r{r}v{i:04d}" for r in range(rows)]
+                          for i in range(columns)})
+    path = tmp_path / f"wide.{fmt}"
+    {"csv": frame.write_csv, "ndjson": frame.write_ndjson,
+     "parquet": frame.write_parquet}[fmt](path)
+    whole = _batches(path, 100_000)
+    monkeypatch.setattr(limits, "BATCH_BYTES", 256 * 1024)
+    budgeted = _batches(path, 100_000)
+    row_bytes = path.stat().st_size / rows if fmt != "parquet" else columns * 10
+    assert len(whole) == 1 and len(budgeted) > 3
+    for batch in budgeted:  # each about the budget (a parse span may overshoot it once)
+        assert batch.height * row_bytes <= 2 * 256 * 1024 + row_bytes
+    assert pl.concat(budgeted).equals(whole[0])
+    assert pl.concat(budgeted).get_column("_source_row").to_list() == list(range(1, rows + 1))

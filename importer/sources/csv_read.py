@@ -95,15 +95,16 @@ def _iter_csv(source: SourceFile, options: ReadOptions) -> Iterator[SourceBatch]
         cursor = _Cursor(header.end, 0, header.lines)
         # polars parses a few MiB at a time (cache-friendly, bounded memory); batches of
         # ``batch_rows`` are assembled from those spans.
-        # A fast span stays well under limits.MAX_RECORD_BYTES, so polars never accepts a record the
+        # A fast span stays well under MAX_RECORD_BYTES, so polars never accepts a record the
         # reference parser would refuse as too long.
         span = min(_span_bytes(window, header.end, options.batch_rows), limits.PARSE_SPAN_BYTES,
-                   limits.MAX_RECORD_BYTES // 2)
+                   limits.BATCH_BYTES // 2, limits.MAX_RECORD_BYTES // 2)
         gathered = _Gathered(options.batch_rows)
         while not window.at_end(cursor.pos):
+            start = cursor.pos
             new_frames, new_rejects = _read_span(window, ctx, cursor, span)
             window.drop_before(cursor.pos)
-            if gathered.add(new_frames, new_rejects):
+            if gathered.add(new_frames, new_rejects, cursor.pos - start):
                 yield _csv_batch(*gathered.take(), ctx, stream.position)
         if gathered:
             yield _csv_batch(*gathered.take(), ctx, stream.position)

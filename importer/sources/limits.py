@@ -9,6 +9,9 @@ NDJSON_SAMPLE_BYTES = 1024 * 1024  # discovering NDJSON keys
 READ_BLOCK = 1024 * 1024
 MAX_SPAN_BYTES = 256 * 1024 * 1024
 PARSE_SPAN_BYTES = 4 * 1024 * 1024
+#: A batch holds at most ``batch_rows`` rows and about this many bytes of input text
+#: (Parquet: of uncompressed data), so memory is bounded by bytes whatever the width.
+BATCH_BYTES = 4 * 1024 * 1024
 #: A record longer than this is rejected (almost always an unterminated quote); it bounds the
 #: look-ahead of the reference parser, hence memory.
 MAX_RECORD_BYTES = 8 * 1024 * 1024

@@ -55,7 +55,7 @@ def _iter_ndjson(source: SourceFile, options: ReadOptions) -> Iterator[SourceBat
     with _TextStream(source.path, source.compression, source.encoding or "utf-8") as stream:
         window = _Window(stream)
         span = min(_span_bytes(window, 0, options.batch_rows), limits.PARSE_SPAN_BYTES,
-                   limits.MAX_RECORD_BYTES // 2)
+                   limits.BATCH_BYTES // 2, limits.MAX_RECORD_BYTES // 2)
         pos, line = 0, 0
         gathered = _Gathered(options.batch_rows)
         while not window.at_end(pos):
@@ -71,9 +71,9 @@ def _iter_ndjson(source: SourceFile, options: ReadOptions) -> Iterator[SourceBat
                 frame, new_rejects, lines = _ndjson_chunk(window.slice(pos, end), line, source,
                                                           schema)
                 new_frames, line = [frame], line + lines
-            pos = end
+            size, pos = end - pos, end
             window.drop_before(pos)
-            if gathered.add(new_frames, new_rejects):
+            if gathered.add(new_frames, new_rejects, size):
                 yield _ndjson_batch(*gathered.take(), source, stream.position)
         if gathered:
             yield _ndjson_batch(*gathered.take(), source, stream.position)

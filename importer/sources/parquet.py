@@ -10,6 +10,7 @@ import polars as pl
 
 from importer.exceptions import InputError
 from importer.records import SourceBatch
+from importer.sources import limits
 from importer.sources.batches import _empty_to_null, _with_provenance
 from importer.sources.model import ReadOptions, SourceFile, _check_names
 
@@ -43,7 +44,7 @@ def _iter_parquet(source: SourceFile, options: ReadOptions) -> Iterator[SourceBa
     handle = _open_parquet(source.path)
     done = 0
     try:
-        for batch in handle.iter_batches(batch_size=options.batch_rows):
+        for batch in handle.iter_batches(batch_size=_batch_rows(handle, options.batch_rows)):
             frame = pl.DataFrame(pl.from_arrow(batch))
             frame = _empty_to_null(_plain_strings(frame))
             numbers = pl.int_range(done + 1, done + 1 + frame.height, dtype=pl.Int64, eager=True)
@@ -60,3 +61,14 @@ def _plain_strings(frame: pl.DataFrame) -> pl.DataFrame:
     """Dictionary-encoded columns become plain strings, as the mapping expects text."""
     categorical = [i for i, t in enumerate(frame.dtypes) if isinstance(t, pl.Categorical | pl.Enum)]
     return frame.with_columns(pl.nth(i).cast(pl.String) for i in categorical)
+
+
+def _batch_rows(handle: pq.ParquetFile, batch_rows: int) -> int:
+    """Rows per batch: ``batch_rows``, fewer when that many rows exceed
+    :data:`limits.BATCH_BYTES` of uncompressed data (the row groups' own sizes tell)."""
+    meta = handle.metadata
+    rows = int(meta.num_rows)
+    size = sum(int(meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups))
+    if not rows or not size:
+        return batch_rows
+    return max(1, min(batch_rows, limits.BATCH_BYTES * rows // size))

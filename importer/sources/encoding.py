@@ -286,9 +286,11 @@ def _utf8(body: bytes, has_bom: bool) -> EncodingChoice | None:
             return EncodingChoice("utf-8", "UTF-8 byte-order mark and valid UTF-8")
         if not good:
             return EncodingChoice("utf-8", "ASCII text (read as UTF-8)")
-        foreign = {ch for ch in good if not _latin(ch)}
+        foreign = "".join(ch for ch in good if not _latin(ch))
+        # (Latin beside one other script is everyday UTF-8, "Muñoz 東京"; a wrong reading
+        # scatters over scripts, "ΰǿ")
         if not foreign or (len(set(good)) >= _UTF8_EVIDENCE
-                           and _main_script(text, cased=False)[0] not in ("MIXED", "UNKNOWN")):
+                           and _main_script(foreign, cased=False)[0] not in ("MIXED", "UNKNOWN")):
             return EncodingChoice("utf-8", "valid UTF-8")
         raise UncertainEncoding(f"it is valid UTF-8, but only {len(set(good))} distinct "
                                 "character(s) say so", ("utf-8", *_other_readings(body)))

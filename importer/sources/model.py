@@ -61,18 +61,22 @@ class SourceFile:
 def _check_names(path: str, columns: Sequence[str]) -> None:
     """Blank or duplicate column names, all named in one message."""
     problems: list[str] = []
-    blank = [str(i + 1) for i, name in enumerate(columns) if not name.strip()]
+    blank = [str(i + 1) for i, name in enumerate(columns) if _blank(name)]
     if blank:
         problems.append(f"blank column name at position {', '.join(blank)}")
     positions: dict[str, list[int]] = {}
     for i, name in enumerate(columns):
         positions.setdefault(name, []).append(i + 1)
     for name, where in positions.items():
-        if len(where) > 1 and name.strip():
+        if len(where) > 1 and not _blank(name):
             places = " and ".join(str(w) for w in where)
             problems.append(f"duplicate column name {name!r} at positions {places}")
     if problems:
         raise InputError(path, "; ".join(problems), "give every column a unique, non-blank name")
+
+
+def _blank(name: str) -> bool:
+    return not name.strip() or not name.strip(_STRAY)
 
 
 #: What surrounds a header name by accident: spaces, tabs, no-break and zero-width spaces, BOMs.
@@ -93,7 +97,7 @@ def _name_columns(
     notes: list[str] = []
     taken = set(columns)
     for i, name in enumerate(columns):
-        if not name.strip(_STRAY):
+        if _blank(name):
             generated = f"column_{i + 1}"
             while generated in taken:
                 generated += "_"

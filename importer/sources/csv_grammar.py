@@ -11,13 +11,17 @@ if TYPE_CHECKING:
     from importer.sources.csv_read import _CsvContext
 
 
-def _fast_parse(chunk: bytes, ctx: _CsvContext, final: bool) -> tuple[pl.DataFrame, int] | None:
+def _fast_parse(
+    chunk: bytes, ctx: _CsvContext, final: bool, suspect: bool = False
+) -> tuple[pl.DataFrame, int] | None:
     """Parse a span with polars, or None when it cannot be proved clean.
 
     polars is lenient (it pads short rows with nulls and reads ``"a"b""`` as ``ab``), so the
     span must first match the strict CSV grammar with exactly the header's field count
     (a finite-automaton regex, linear time). Returns the frame and the number of physical
-    lines.
+    lines. A ``suspect`` span (part of one that failed) is checked before polars sees it:
+    polars' attempt at a damaged span (a line of half a million fields after an unterminated
+    quote) can cost hundreds of MB.
     """
     if not chunk.endswith(b"\n"):
         if not final:
@@ -27,6 +31,12 @@ def _fast_parse(chunk: bytes, ctx: _CsvContext, final: bool) -> tuple[pl.DataFra
         return None
     # Both release the GIL: the check runs on a second core while polars parses.
     check = ctx.checker.submit(_check_span, chunk, ctx.grammar)
+    # Far more delimiters than the header's width allows (quoted ones aside) is damage: the
+    # same check first, so polars never sees it.
+    expected = (chunk.count(b"\n") + 1) * max(ctx.width - 1, 1)
+    crowded = chunk.count(ctx.delimiter.encode()) > 4 * expected
+    if (suspect or crowded) and not check.result()[0]:
+        return None
     # polars reads an unquoted empty cell as null but a quoted "" as "": null_values unifies
     # them (it costs, so only when "" occurs). One column: a blank line reads as null and a
     # quoted "" as "", which must stay apart until blank lines are dropped.

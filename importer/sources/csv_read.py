@@ -147,7 +147,7 @@ def _read_span(
     end, pending, retried = cut, list[int](), False
     while cursor.pos < cut:
         final = end == window.end and window.eof
-        parsed = _fast_parse(window.slice(cursor.pos, end), ctx, final)
+        parsed = _fast_parse(window.slice(cursor.pos, end), ctx, final, retried)
         if parsed is not None:
             frames.append(_number_fast(parsed[0], cursor, parsed[1], ctx))
             cursor.pos = end

@@ -59,9 +59,12 @@ def _with_provenance(frame: pl.DataFrame, path: str, numbers: pl.Series) -> pl.D
 
 
 def _empty_to_null(frame: pl.DataFrame) -> pl.DataFrame:
-    """Empty strings become null, as empty CSV cells do."""
-    strings = [i for i, t in enumerate(frame.dtypes) if t == pl.String]
-    return frame.with_columns(pl.when(pl.nth(i) != "").then(pl.nth(i)) for i in strings)
+    """Empty strings become null, as empty CSV cells do.
+
+    Columns are picked by type (never by name: see :func:`_with_provenance`), in one
+    expression: one per column made a 20,000-column batch cost a second of planning.
+    """
+    return frame.with_columns(pl.col(pl.String).replace("", None))
 
 
 _REMEDIES = {

@@ -47,8 +47,12 @@ def _with_provenance(frame: pl.DataFrame, path: str, numbers: pl.Series) -> pl.D
     Columns are taken by position: pl.col("*") or pl.col("^a$") would not mean a column
     named so, and a CRM header may well hold such names.
     """
-    data = [pl.nth(i) for i, c in enumerate(frame.columns) if c not in (SOURCE_FILE, SOURCE_ROW)]
     generated = pl.lit(numbers.cast(pl.Int64))
+    if SOURCE_ROW not in frame.columns and SOURCE_FILE not in frame.columns:
+        # (appended by name-free expressions: no per-column work on a 20,000-column frame)
+        return frame.with_columns(pl.lit(path, dtype=pl.String).alias(SOURCE_FILE),
+                                  generated.alias(SOURCE_ROW))
+    data = [pl.nth(i) for i, c in enumerate(frame.columns) if c not in (SOURCE_FILE, SOURCE_ROW)]
     row = generated
     if SOURCE_ROW in frame.columns:  # a re-imported rejects file points at the original export
         row = pl.coalesce(pl.col(SOURCE_ROW).cast(pl.Int64, strict=False), generated)

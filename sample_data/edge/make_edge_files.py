@@ -82,6 +82,20 @@ def text_files() -> None:
     write("empty.csv", b"")
     write("header_only.csv", b"id,email,phone\n")
     write("blank_header.csv", b"id,,email,\n1,x,a@example.com,y\n")
+    # Excel (Spanish locale) "CSV (delimitado por comas)" with its "sep=;" first line
+    write("excel_sep_line.csv", (
+        "sep=;\r\nid;nombre;ciudad\r\n1;José;Logroño\r\n2;Ana;A Coruña\r\n"
+    ).encode("cp1252"))
+    # pandas' to_csv() with its index: a blank first header cell
+    write("pandas_index.csv", b",id,email\n0,U1,a@example.com\n1,U2,b@example.com\n")
+    # header names with a trailing space and a no-break space, as pasted from a web page
+    write("padded_header.csv", (
+        "id ,\u00a0email,city\n U1,a@example.com,Madrid\n".encode()))
+    # Excel's "Unicode text" saved as .txt: UTF-16 LE with a BOM, tab-separated
+    write("excel_unicode_text.txt", (
+        "id\tnombre\tciudad\r\n1\tMaría\tMálaga\r\n2\tÍñigo\tBilbao\r\n"
+    ).encode("utf-16"))
+    write("notes.txt", b"Exported by the CRM team.\nAsk Ana before re-running.\n")
     write("duplicate_header.csv", b"id,email,Email,email\n1,a,b,c\n")
     write("mac_cr_line_ends.csv", b"id,name\r1,Ana\r2,Bob\r")
     write("unsupported.xlsx", b"PK\x03\x04 this is not a spreadsheet the importer can read\n")

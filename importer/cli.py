@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shlex
 import stat
 import sys
@@ -23,9 +22,9 @@ import click
 
 from importer import __version__
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
-from importer.exceptions import ImporterError, StorageError, UsageError
+from importer.exceptions import ImporterError, ReportNotWritten, StorageError, UsageError
 from importer.network import Network
-from importer.pipeline import Progress, RunOptions, run_import
+from importer.pipeline import Progress, RunOptions
 from importer.redaction import hidden, redact
 from importer.report import ImportReport, render
 from importer.sandbox.settings import (
@@ -37,12 +36,12 @@ from importer.sandbox.settings import (
     SandboxSettings,
 )
 from importer.sources import ReadOptions
-from importer.storage import check_file, reason, write_private
+from importer.storage import check_file, reason
 from importer.upload import UploadSettings
 
 if TYPE_CHECKING:
     from importer.changed_run import ChangeOptions
-    from importer.datasource import DatasourceInfo
+    from importer.check import DatasourceInfo
 
 
 class _Cli(click.Group):
@@ -466,10 +465,17 @@ def _run_args(kw: dict[str, Any]) -> _RunArgs:
                     kw["use_sandbox"], Network(kw["proxy"], kw["ca_bundle"]))
 
 
+def _run_credentials(args: _RunArgs) -> Credentials | None:
+    """The token file's credentials; None lets the library choose (a dry run needs no token)."""
+    if args.options.dry_run and not args.options.specs:
+        return None
+    return _credentials(args.token_file, args.network)
+
+
 def _import(files: Sequence[str], mapping: str, args: _RunArgs, *, yes: bool = False) -> None:
     """Run the import the options describe, print the report, exit with its code."""
-    if args.report_path:
-        check_file(args.report_path, "report")  # exit 2 now rather than a lost report later
+    from importer.run import run_import
+
     printer = _ProgressPrinter(quiet=args.quiet)
     changes = args.options.changes
     confirm = None
@@ -480,25 +486,19 @@ def _import(files: Sequence[str], mapping: str, args: _RunArgs, *, yes: bool = F
             from importer.sandbox.server import running_sandbox
 
             box = stack.enter_context(running_sandbox(SandboxSettings()))
-            credentials = _hiding(Credentials(box.api_url, box.settings.project,
-                                              box.settings.datasource, box.settings.token))
+            credentials: Credentials | None = _hiding(Credentials(
+                box.api_url, box.settings.project, box.settings.datasource, box.settings.token))
             if not args.quiet:
                 click.echo(f"rehearsing against an in-process sandbox at {box.api_url}", err=True)
-        elif args.options.dry_run and not args.options.specs and changes is not None:
-            from importer.changed_run import state_credentials
-
-            credentials = state_credentials()  # the state is per datasource; no token needed
-        elif args.options.dry_run and not args.options.specs:
-            credentials = Credentials("http://127.0.0.1", "dry-run", "dry-run", "")
         else:
-            credentials = _credentials(args.token_file, args.network)
+            credentials = _run_credentials(args)
         try:
-            report = run_import(files, mapping, credentials, args.options, progress=printer,
-                                notice=lambda line: click.echo(line, err=True),
-                                confirm_delete=confirm)
+            report = _reported(lambda: run_import(
+                files, mapping, credentials, args.options, report_path=args.report_path,
+                progress=printer, notice=lambda line: click.echo(line, err=True),
+                confirm_delete=confirm), args)
         finally:
             printer.close()
-    _emit_report(report, report_path=args.report_path, output=args.output, quiet=args.quiet)
     if report.dry_run and report.deletion is not None and args.output != "json":
         ids = list(report.deletion.get("ids", ()))
         click.echo(f"would delete {_contacts(len(ids))} absent from today's input "
@@ -506,6 +506,18 @@ def _import(files: Sequence[str], mapping: str, args: _RunArgs, *, yes: bool = F
         for user_id in ids:
             click.echo(user_id)
     sys.exit(report.exit_code)
+
+
+def _reported(call: Callable[[], ImportReport], args: _RunArgs) -> ImportReport:
+    """Run ``call`` and show its report; a report file that failed is shown, then raised."""
+    try:
+        report = call()
+    except ReportNotWritten as exc:
+        assert isinstance(exc.report, ImportReport)
+        _show_report(exc.report, output=args.output, quiet=args.quiet, failed=True)
+        raise
+    _show_report(report, output=args.output, quiet=args.quiet)
+    return report
 
 
 @cli.command()
@@ -540,49 +552,42 @@ def retry(rejects: str, mapping: str | None, include_all: bool, **kw: Any) -> No
     Retryable rows only (transport failures), unless --all. What fails again goes to a new
     rejects file (<name>.retryN.<ext>). Exit codes as for `run`.
     """
-    from importer.journal import DEFAULT_STATE_DIR
-    from importer.retry import plan_retry
+    from importer.retry import retry_rejects
 
     args = _run_args(kw)
-    state_dir = args.options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or (
-        DEFAULT_STATE_DIR
-    )
-    plan = plan_retry(rejects, include_all=include_all, mapping=mapping, state_dir=state_dir,
-                      read=args.options.read, output_rejects=args.options.rejects_path)
-    for warning in plan.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if not plan.rows_selected and not plan.unreadable:
+
+    def notice(line: str) -> None:
+        if line.startswith("warning:") or not args.quiet:
+            click.echo(line, err=True)
+
+    printer = _ProgressPrinter(quiet=args.quiet)
+    try:
+        result = retry_rejects(rejects, _run_credentials(args), args.options, mapping=mapping,
+                               include_all=include_all, report_path=args.report_path,
+                               progress=printer, notice=notice)
+    except ReportNotWritten as exc:
+        assert isinstance(exc.report, ImportReport)
+        _show_report(exc.report, output=args.output, quiet=args.quiet, failed=True)
+        raise
+    finally:
+        printer.close()
+    if result.report is None:
         hint = "" if include_all else " (--all also retries the permanent rejects)"
-        click.echo(f"{rejects}: no rows to retry among {plan.rows_total}{hint}", err=True)
-        sys.exit(0)
-    if not args.quiet:
-        click.echo(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} "
-                   f"with {plan.mapping}", err=True)
-    # A fresh retry writes the next .retryN file; a killed one, resumed or restarted, goes
-    # on with the file it began (the pipeline finds it in the journal).
-    options = dataclasses.replace(args.options, fresh_rejects_path=plan.output_rejects,
-                                  carried_rejects=plan.unreadable)
-    _import([plan.input_path], plan.mapping, dataclasses.replace(args, options=options))
+        click.echo(f"{rejects}: no rows to retry among {result.rows_total}{hint}", err=True)
+    else:
+        _show_report(result.report, output=args.output, quiet=args.quiet)
+    sys.exit(result.exit_code)
 
 
-def _emit_report(report: ImportReport, *, report_path: str | None, output: str,
-                 quiet: bool) -> None:
-    data = report.to_dict()
-    failure = None
-    if report_path:
-        # It names files and carries messages about rows: private, like the rejects file.
-        try:
-            write_private(report_path, (json.dumps(data, indent=2) + "\n").encode())
-        except StorageError as exc:
-            failure = exc  # still show the report on stderr, then fail
+def _show_report(report: ImportReport, *, output: str, quiet: bool,
+                 failed: bool = False) -> None:
+    """The report: JSON on stdout with --output json, the table on stderr, its warnings."""
     if output == "json":
-        click.echo(json.dumps(data, indent=2))
-    if not quiet or report.exit_code or failure:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    if not quiet or report.exit_code or failed:
         click.echo(render(report), err=True)
     for warning in report.warnings:
         click.echo(f"warning: {redact(warning)}", err=True)
-    if failure is not None:
-        raise failure
 
 
 @cli.command()
@@ -632,16 +637,16 @@ def validate(
 
     try:
         if rejects_path:
-            check_file(rejects_path, "rejects file")
+            check_file(rejects_path, "rejects file")  # before the specs are read
         found = None
         if use_specs:
             from importer.speccheck import load_specs
 
-            found = load_specs(Credentials.resolve())
+            found = load_specs()
         report = validate_files(
             files, mapping, read=_read_options(delimiter, encoding), sample=sample, top=top,
-            rejects_path=rejects_path, specs=found,
-            changes=_preview_tracker(files, mapping, state_dir) if changed_only else None,
+            rejects_path=rejects_path, specs=found, changed_only=changed_only,
+            state_dir=state_dir,
         )
     except ImporterError as exc:
         if output != "json":
@@ -659,19 +664,6 @@ def validate(
     else:
         click.echo(render_text(report))
     sys.exit(report.exit_code)
-
-def _preview_tracker(files: Sequence[str], mapping: str, state_dir: str | None) -> Any:
-    """A read-only view of the changed-only state (no lock, no network, no token)."""
-    from importer.changed_run import ChangeOptions, ChangeTracker, state_credentials
-    from importer.journal import DEFAULT_STATE_DIR
-    from importer.mapping import load_mapping
-
-    spec = load_mapping(mapping)
-    root = state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
-    targets = [t.target for t in spec.targets]
-    return ChangeTracker(root, state_credentials(), spec, targets,
-                         ChangeOptions(delete_missing="contacts" in targets), write=False)
-
 
 # ───────────────────────────── the datasource: check, delete, specs ─────────────────────────
 
@@ -714,7 +706,7 @@ def check(token_file: Path | None, timeout: float, output: str, proxy: str | Non
     message says which: token, project/datasource ids, DNS, connection refused, timeout, TLS,
     proxy, unexpected answer) · 2 settings missing.
     """
-    from importer.datasource import check_datasource, render_info
+    from importer.check import check_datasource, render_info
 
     _fetch_and_show(lambda c: check_datasource(c, timeout=timeout), render_info,
                     output=output, token_file=token_file, network=Network(proxy, ca_bundle))
@@ -824,16 +816,17 @@ def delete(
     --column). Exit codes as for `run`: 0 done · 1 aborted or not confirmed · 2 usage ·
     3 permanent failures · 4 retryable failures left.
     """
-    from importer.datasource import (
+    from importer.delete import (
         DeleteOptions,
         delete_contacts,
-        read_ids_file_or_list,
+        delete_report_data,
+        plan_delete,
         render_delete,
     )
 
-    plan = read_ids_file_or_list(files, column, ids, _read_options(delimiter, encoding))
+    plan = plan_delete(files, column=column, ids=ids, read=_read_options(delimiter, encoding))
     if report_path:
-        check_file(report_path, "report")
+        check_file(report_path, "report")  # before the token is read
     credentials = _credentials(token_file, Network(proxy, ca_bundle))
     options = DeleteOptions(
         upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
@@ -844,6 +837,7 @@ def delete(
         report = delete_contacts(
             plan, credentials, options,
             confirm=None if yes or dry_run else _ask(plan.described), progress=progress,
+            report_path=report_path,
         )
     except ImporterError as exc:  # the datasource check failed: nothing was deleted
         if output == "json":
@@ -851,14 +845,8 @@ def delete(
         raise
     finally:
         progress.close()
-    data = report.to_dict()
-    if dry_run:
-        data["ids"] = list(plan.ids)
-    if report_path:
-        write_private(report_path,
-                      (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
     if output == "json":
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(delete_report_data(report, plan), indent=2, ensure_ascii=False))
     elif dry_run:
         click.echo(f"would delete {_contacts(len(plan.ids))} from datasource "
                    f"{report.datasource} (ids {plan.described}):", err=True)

@@ -911,6 +911,7 @@ def run_import(
     notice: Callable[[str], None] | None = None,
     confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
-    """Synchronous :func:`arun_import`."""
+    """Synchronous :func:`arun_import`. The public entry point is :func:`importer.run_import`
+    (importer/run.py: credentials from the environment, the report file)."""
     return asyncio.run(arun_import(inputs, mapping, credentials, options, progress=progress,
                                    notice=notice, confirm_delete=confirm_delete))

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from importer.check import DatasourceInfo
 
 
-
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 

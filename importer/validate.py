@@ -31,6 +31,7 @@ from importer.mapping import (
     MappingSpec,
     load_and_compile,
 )
+from importer.pipeline import Progress
 from importer.records import Reject, RejectFrame, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
@@ -39,6 +40,7 @@ from importer.storage import check_file
 
 if TYPE_CHECKING:
     from importer.changed_run import ChangeTracker
+    from importer.pipeline import ProgressCallback
 
 _REJECT_SUFFIXES: dict[str, RejectsFormat] = {
     ".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson",
@@ -124,6 +126,7 @@ def validate_files(
     specs: DatasourceSpecs | None = None,
     changed_only: bool = False,
     state_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ValidationReport:
     """Map ``inputs`` with ``mapping`` and tally the outcome; nothing leaves the machine.
 
@@ -137,6 +140,8 @@ def validate_files(
     from the state in ``state_dir`` (default ``$INSTASENT_STATE_DIR`` or
     ``.instasent-import``), read-only: no lock, no network, no token (the state is per
     datasource: ``INSTASENT_PROJECT`` and ``INSTASENT_DATASOURCE`` must be set).
+    ``progress`` hears a :class:`~importer.pipeline.Progress` after every source batch
+    (phase ``"validate"``; ``accepted`` counts the rows that would be sent).
     """
     if rejects_path:
         check_file(str(rejects_path), "rejects file")
@@ -151,6 +156,8 @@ def validate_files(
     tally = _Tally(sample=sample, top=top, targets=compiled[0].targets if compiled else ())
     writer = _LazyWriter(rejects_path, spec, sources)
     event_ids = EventIds()
+    total, done = sum(s.total for s in sources), 0
+    unit = sources[0].total_unit if sources else "rows"
     try:
         for source, mapper in zip(sources, compiled, strict=True):
             for batch in iter_batches(source, read):
@@ -168,6 +175,10 @@ def validate_files(
                                    events.bodies)
                     tally.deduped(found.identical, found.rejects)
                     writer.write(found.rejects, batch.frame.schema)
+                if progress is not None:
+                    done = max(done, batch.progress)
+                    progress(Progress("validate", unit, done, total, tally.rows_read,
+                                      tally.valid, sum(tally.by_code.values())))
     finally:
         writer.close()
     warnings = tuple(dict.fromkeys(w for c in compiled for w in c.warnings)) or spec.warnings

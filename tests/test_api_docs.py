@@ -78,6 +78,10 @@ def test_the_api_page_runs_against_the_sandbox(workdir: Path, sandbox_server: Ru
     checked = namespace["checked"]  # validate_files
     assert (checked.valid, checked.rejected, checked.exit_code) == (report.accepted, 8, 3)
     assert len(checked.problems) == 3
+    last = namespace["read_so_far"][-1]  # its progress callback
+    assert (last.phase, last.rows_read, last.accepted, last.rejected) == ("validate", 60,
+                                                                          checked.valid, 8)
+    assert last.done == last.total
     retried = namespace["retried"]  # retry_rejects: the 8 rejects, all of them (include_all)
     assert (retried.rows_selected, retried.exit_code) == (8, 3)
 

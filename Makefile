@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the package with its dev tools
 
 lint: $(STAMP) ## ruff and mypy (strict) on the package
-	$(BIN)/ruff check importer tests bench
+	$(BIN)/ruff check importer tests bench docs/examples
 	$(BIN)/mypy
 
 test: lint ## lint, then the whole test suite (what CI runs)

@@ -5,13 +5,24 @@
     │   ├── ConfigError            credentials, options, environment
     │   ├── InputError             a file is unreadable, unsupported or has a broken header
     │   ├── OutputPathError        a file or directory the run must write is not writable
-    │   └── MappingError           the mapping YAML is invalid (carries every problem)
+    │   ├── MappingError           the mapping YAML is invalid (carries every problem)
+    │   ├── StateBusy              another run holds the state directory (statelock.py)
+    │   └── StateLocked            another run holds the --changed-only state (changes.py)
     ├── FatalApiError (1)          the API refused the run as a whole; resumable after the fix
     │   ├── AuthError              401: token missing, malformed or revoked
-    │   └── NotFoundError          404: unknown project/datasource, or token not allowed there
+    │   ├── NotFoundError          404: unknown project/datasource, or token not allowed there
+    │   ├── ConnectionProblem      no HTTP answer at all: DNS, refused, timeout, TLS, proxy
+    │   └── UnexpectedResponse     an answer the Ingest API does not give (datasource.py)
     ├── StorageError (1)           writing a file failed mid-run (disk full, permissions):
-    │                              the run stopped, resumable with ``--resume`` after the fix
+    │   │                          the run stopped, resumable with ``--resume`` after the fix
+    │   └── ReportNotWritten       only the report file failed; carries the ``report``
+    ├── NotConfirmed (1)           ``confirm_delete`` said no: nothing sent (changed_run.py)
     └── InternalError (1)          a bug, e.g. the accounting invariant does not hold
+        └── RunCrashed             an unexpected error stopped a run; the crash log is named,
+                                   the journal kept, ``--resume`` continues (crash.py)
+
+The classes defined in other modules are importable from :mod:`importer` too
+(``from importer import StateBusy``).
 
 Bad *rows* are never exceptions: they flow as :class:`importer.records.Reject` records.
 Messages never contain the token.
@@ -131,3 +142,11 @@ class InternalError(ImporterError):
     """A bug in the importer (for instance the accounting invariant does not hold)."""
 
     exit_code = 1
+
+
+class ReportNotWritten(StorageError):
+    """The run finished but its report file could not be written; ``report`` is the report."""
+
+    def __init__(self, path: str, reason: str, report: object) -> None:
+        super().__init__(path, reason, resumable=False)
+        self.report = report

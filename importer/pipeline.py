@@ -29,11 +29,11 @@ import httpx
 import polars as pl
 
 from importer import __version__
+from importer.check import fetch_stream
 from importer.chunking import Chunk, Chunker, Target
 from importer.client import ApiClient, auth_message
 from importer.config import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Credentials
 from importer.crash import stopped
-from importer.datasource import fetch_stream
 from importer.dedupe import Deduped, EventIds, dedupe
 from importer.exceptions import ImporterError, MappingProblem, OutputPathError, StorageError
 from importer.journal import DEFAULT_STATE_DIR, Journal
@@ -911,6 +911,7 @@ def run_import(
     notice: Callable[[str], None] | None = None,
     confirm_delete: ConfirmDelete | None = None,
 ) -> ImportReport:
-    """Synchronous :func:`arun_import`."""
+    """Synchronous :func:`arun_import`. The public entry point is :func:`importer.run_import`
+    (importer/run.py: credentials from the environment, the report file)."""
     return asyncio.run(arun_import(inputs, mapping, credentials, options, progress=progress,
                                    notice=notice, confirm_delete=confirm_delete))

@@ -13,18 +13,26 @@ content, so re-running the same retry is the same run (and can be resumed).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from importer.config import Credentials
 from importer.exceptions import ImporterError, UsageError
+from importer.journal import DEFAULT_STATE_DIR
+from importer.pipeline import ProgressCallback, RunOptions
 from importer.records import SOURCE_FILE, Reject
 from importer.rejects import meta_path
+from importer.report import ImportReport
 from importer.sources import ReadOptions, iter_batches, resolve_inputs
 
 _TRUE = frozenset({"true", "1", "yes", "verdadero", "wahr", "vrai"})
@@ -166,3 +174,74 @@ def plan_retry(
         unreadable=tuple(unreadable),
     )
 
+
+
+@dataclass(frozen=True, slots=True)
+class RetryReport:
+    """What ``retry`` did: the rows it chose and, unless there were none, the run's report."""
+
+    rejects: str  # the rejects file that was re-run
+    mapping: str
+    rows_total: int
+    rows_selected: int
+    output_rejects: str  # where this retry's own failures go (``<name>.retryN.<ext>``)
+    warnings: tuple[str, ...]
+    report: ImportReport | None  # None: no row to retry, nothing was run
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit code; 0 when there was nothing to retry."""
+        return self.report.exit_code if self.report is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rejects": self.rejects, "mapping": self.mapping, "rows_total": self.rows_total,
+            "rows_selected": self.rows_selected, "output_rejects": self.output_rejects,
+            "warnings": list(self.warnings),
+            "report": self.report.to_dict() if self.report is not None else None,
+            "exit_code": self.exit_code,
+        }
+
+
+def retry_rejects(
+    rejects: str,
+    credentials: Credentials | None = None,
+    options: RunOptions = RunOptions(),
+    *,
+    mapping: str | None = None,
+    include_all: bool = False,
+    report_path: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> RetryReport:
+    """Re-run the rows of a rejects file with the mapping recorded beside it (or ``mapping``).
+
+    Retryable rows only (transport failures), every row with ``include_all``. What fails
+    again goes to a new rejects file (``options.rejects_path``, default
+    ``<name>.retryN.<ext>``). ``notice`` hears the warnings (a changed mapping, unreadable
+    lines) before anything is sent; they are in the result's ``warnings`` too. Raises like
+    :func:`importer.run_import`; a file with no row to retry returns ``report=None``.
+    """
+    from importer.run import arun_import
+
+    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    plan = plan_retry(rejects, include_all=include_all, mapping=mapping, state_dir=state_dir,
+                      read=options.read, output_rejects=options.rejects_path)
+    for warning in plan.warnings:
+        if notice is not None:
+            notice(f"warning: {warning}")
+    report = None
+    if (plan.rows_selected or plan.unreadable) and notice is not None:
+        notice(f"retrying {plan.rows_selected} of {plan.rows_total} rows from {rejects} with "
+               f"{plan.mapping}")
+    if plan.rows_selected or plan.unreadable:
+        # A fresh retry writes the next .retryN file; a killed one, resumed or restarted,
+        # goes on with the file it began (the pipeline finds it in the journal).
+        run_options = dataclasses.replace(options, fresh_rejects_path=plan.output_rejects,
+                                          carried_rejects=plan.unreadable)
+        report = asyncio.run(arun_import(
+            [plan.input_path], plan.mapping, credentials, run_options,
+            report_path=report_path, progress=progress, notice=notice))
+    return RetryReport(rejects=rejects, mapping=plan.mapping, rows_total=plan.rows_total,
+                       rows_selected=plan.rows_selected, output_rejects=plan.output_rejects,
+                       warnings=plan.warnings, report=report)

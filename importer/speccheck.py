@@ -107,6 +107,11 @@ class DatasourceSpecs:
     def event_types(self) -> tuple[str, ...]:
         return tuple(e.uid for e in self.events)
 
+    @property
+    def exit_code(self) -> int:
+        """0: the specs were read (a read that fails raises instead)."""
+        return 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"attributes": [a.to_dict() for a in self.attributes],
                 "events": [e.to_dict() for e in self.events]}
@@ -230,13 +235,18 @@ async def aload_specs(
 
 
 def load_specs(
-    credentials: Credentials,
+    credentials: Credentials | None = None,
     *,
     timeout: float = 30.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> DatasourceSpecs:
-    """Synchronous :func:`aload_specs`."""
-    return asyncio.run(aload_specs(credentials, timeout=timeout, transport=transport))
+    """What the datasource accepts: contact attributes, event types and their parameters.
+
+    ``credentials`` default to the ``INSTASENT_*`` environment. Returns
+    :class:`DatasourceSpecs` (``exit_code`` 0); fails like :func:`importer.check_datasource`.
+    """
+    return asyncio.run(aload_specs(credentials or Credentials.resolve(), timeout=timeout,
+                                   transport=transport))
 
 
 def _flags(a: AttributeSpec) -> str:

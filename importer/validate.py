@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +31,16 @@ from importer.mapping import (
     MappingSpec,
     load_and_compile,
 )
+from importer.pipeline import Progress
 from importer.records import Reject, RejectFrame, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import DatasourceSpecs, apply_specs
+from importer.storage import check_file
 
 if TYPE_CHECKING:
     from importer.changed_run import ChangeTracker
+    from importer.pipeline import ProgressCallback
 
 _REJECT_SUFFIXES: dict[str, RejectsFormat] = {
     ".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson",
@@ -120,19 +124,31 @@ def validate_files(
     top: int = 10,
     rejects_path: str | Path | None = None,
     specs: DatasourceSpecs | None = None,
-    changes: ChangeTracker | None = None,
+    changed_only: bool = False,
+    state_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ValidationReport:
     """Map ``inputs`` with ``mapping`` and tally the outcome; nothing leaves the machine.
 
+    Returns a :class:`ValidationReport` (``exit_code`` 0 clean, 3 rows would be rejected).
     Raises :class:`MappingError` (every problem, across all files' headers, and against
-    ``specs`` when given) or :class:`InputError` before reading any row.
+    ``specs`` when given), :class:`InputError` or :class:`OutputPathError` (``rejects_path``
+    not writable) before reading any row.
 
-    ``changes`` (a read-only :class:`ChangeTracker`): also count what ``run --changed-only``
-    would send, skip and delete.
+    ``specs``: what :func:`importer.speccheck.load_specs` read from the datasource.
+    ``changed_only``: also count what ``run --changed-only`` would send, skip and delete,
+    from the state in ``state_dir`` (default ``$INSTASENT_STATE_DIR`` or
+    ``.instasent-import``), read-only: no lock, no network, no token (the state is per
+    datasource: ``INSTASENT_PROJECT`` and ``INSTASENT_DATASOURCE`` must be set).
+    ``progress`` hears a :class:`~importer.pipeline.Progress` after every source batch
+    (phase ``"validate"``; ``accepted`` counts the rows that would be sent).
     """
+    if rejects_path:
+        check_file(str(rejects_path), "rejects file")
     sources = resolve_inputs(inputs, read)
     # the mapping's own problems and every header's column problems, in one report
     spec, compiled = load_and_compile(mapping, [(s.path, s.columns) for s in sources])
+    changes = _preview_tracker(spec, state_dir) if changed_only else None
     spec_warnings: tuple[MappingProblem, ...] = ()
     if specs is not None:
         checked, spec_warnings = apply_specs(spec, compiled, specs)
@@ -140,6 +156,8 @@ def validate_files(
     tally = _Tally(sample=sample, top=top, targets=compiled[0].targets if compiled else ())
     writer = _LazyWriter(rejects_path, spec, sources)
     event_ids = EventIds()
+    total, done = sum(s.total for s in sources), 0
+    unit = sources[0].total_unit if sources else "rows"
     try:
         for source, mapper in zip(sources, compiled, strict=True):
             for batch in iter_batches(source, read):
@@ -157,6 +175,10 @@ def validate_files(
                                    events.bodies)
                     tally.deduped(found.identical, found.rejects)
                     writer.write(found.rejects, batch.frame.schema)
+                if progress is not None:
+                    done = max(done, batch.progress)
+                    progress(Progress("validate", unit, done, total, tally.rows_read,
+                                      tally.valid, sum(tally.by_code.values())))
     finally:
         writer.close()
     warnings = tuple(dict.fromkeys(w for c in compiled for w in c.warnings)) or spec.warnings
@@ -166,6 +188,17 @@ def validate_files(
     if specs is None:
         return report
     return dataclasses.replace(report, specs_source=specs.source)
+
+
+def _preview_tracker(spec: MappingSpec, state_dir: str | Path | None) -> ChangeTracker:
+    """A read-only view of the changed-only state (no lock, no network, no token)."""
+    from importer.changed_run import ChangeOptions, ChangeTracker, state_credentials
+    from importer.journal import DEFAULT_STATE_DIR
+
+    root = state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    targets = [t.target for t in spec.targets]
+    return ChangeTracker(str(root), state_credentials(), spec, targets,
+                         ChangeOptions(delete_missing="contacts" in targets), write=False)
 
 
 def _changes(

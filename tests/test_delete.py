@@ -18,11 +18,10 @@ from click.testing import CliRunner
 
 from importer.cli import cli
 from importer.config import Credentials
-from importer.datasource import (
+from importer.datasource import Timing, UnexpectedResponse
+from importer.delete import (
     DeleteOptions,
     DeleteReport,
-    Timing,
-    UnexpectedResponse,
     _classify_404,
     adelete_contacts,
     delete_contacts,

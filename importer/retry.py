@@ -80,15 +80,19 @@ def _selected(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
     return frame.filter(flag.is_in(list(_TRUE)))
 
 
-def _serialise(frame: pl.DataFrame, fmt: str) -> bytes:
-    """The selected rows in the rejects file's own format (Parquet keeps nested types)."""
+def _serialise(frame: pl.DataFrame, fmt: str, delimiter: str | None) -> bytes:
+    """The selected rows in the rejects file's own format (Parquet keeps nested types) and,
+    for CSV, its own delimiter: the run's rejects file takes the delimiter of its input, so a
+    file a spreadsheet saved with ``;`` gets its failures back with ``;``. (Its encoding is
+    not copied: rejects files are UTF-8 with a BOM, which every spreadsheet reads, and their
+    messages may hold characters a code page cannot.)"""
     buffer = io.BytesIO()
     if fmt == "parquet":
         frame.write_parquet(buffer)
     elif fmt == "ndjson":
         frame.write_ndjson(buffer)
     else:
-        frame.write_csv(buffer)
+        frame.write_csv(buffer, separator=delimiter or ",")
     return buffer.getvalue()
 
 
@@ -145,7 +149,7 @@ def plan_retry(
         chosen_rows = chosen_rows.with_columns(
             pl.col(SOURCE_FILE).fill_null(pl.lit(source.path)),
         )
-    data = _serialise(chosen_rows, source.format)
+    data = _serialise(chosen_rows, source.format, source.delimiter)
     digest = hashlib.sha256(data).hexdigest()[:16]
     target = Path(state_dir) / f"retry-{digest}.{source.format}"
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

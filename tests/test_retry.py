@@ -72,7 +72,11 @@ def test_a_spreadsheet_edited_rejects_file_re_runs(
     assert contact is not None
     assert sandbox_server.app.get_contact("U3") is not None
     assert sandbox_server.app.get_contact("U5") is None
-    again = _read(tmp_path / "crm.rejects.retry1.csv")
+    # The new rejects file keeps the delimiter the spreadsheet saved (UTF-8 with a BOM).
+    retried = tmp_path / "crm.rejects.retry1.csv"
+    assert retried.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert retried.read_text(encoding="utf-8-sig").splitlines()[0].count(";") >= 4
+    again = _read(retried, delimiter=";")
     assert [r["customer_id"] for r in again] == ["U5"]
     # Provenance survives: the row still points at the original export and line.
     assert again[0]["_source_file"] == str(data)

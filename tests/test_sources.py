@@ -559,3 +559,21 @@ def test_batches_are_about_batch_rows_and_progress_reaches_the_total(tmp_path: P
     progress = [b.progress for b in batches]
     assert progress == sorted(progress) and progress[-1] == source.total
     assert numbers(pl.concat([b.frame for b in batches])) == list(range(1, 20_001))
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 25_000])
+def test_a_cell_that_starts_with_a_bom_character_keeps_it(tmp_path: Path, batch_rows: int) -> None:
+    """polars drops a BOM at the start of what it parses: a span that starts on a data line
+    beginning with U+FEFF lost that character (and a one-column row of only U+FEFF vanished
+    as a blank line). Found by the round-trip property test."""
+    options = ReadOptions(delimiter=",", encoding="utf-8", batch_rows=batch_rows)
+    one = tmp_path / "one.csv"
+    one.write_bytes('""""\n\ufeff\n'.encode())
+    two = tmp_path / "two.csv"
+    two.write_bytes("a,b\nfirst,1\n\ufeffsecond,2\n".encode())
+    (source,) = resolve_inputs([str(one)], options)
+    rows = [r for b in iter_batches(source, options) for r in b.frame.select('"').rows()]
+    assert rows == [("\ufeff",)]
+    (source,) = resolve_inputs([str(two)], options)
+    rows = [r for b in iter_batches(source, options) for r in b.frame.select("a", "b").rows()]
+    assert rows == [("first", "1"), ("\ufeffsecond", "2")]

@@ -3,6 +3,7 @@ with the header's field count."""
 
 from __future__ import annotations
 
+import codecs
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -28,6 +29,10 @@ def _fast_parse(
             return None
         chunk += b"\n"
     if b"\x00" in chunk or ctx.grammar is None:
+        return None
+    if chunk.startswith(codecs.BOM_UTF8):
+        # polars drops a BOM at the start of what it parses; here that is the first character
+        # of a cell (the file's own BOM is gone by now): the reference parser keeps it.
         return None
     # Both release the GIL: the check runs on a second core while polars parses.
     check = ctx.checker.submit(_check_span, chunk, ctx.grammar)

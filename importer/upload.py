@@ -423,9 +423,10 @@ class Uploader:
                 async for chunk in chunks:
                     if self.stopping:
                         self._on_unsent(chunk)
-                        continue
-                    self.gate.register(chunk)
-                    await handoff.put(chunk, _size(chunk))
+                    else:
+                        self.gate.register(chunk)
+                        await handoff.put(chunk, _size(chunk))
+                    del chunk  # not held while the next one is made (see _worker)
             finally:
                 handoff.close()
 

@@ -1,0 +1,156 @@
+"""A run's memory past the reader is bounded by bytes, not chunks (issue 15, issue 18 item 14).
+
+Wide rows make big request bodies (100 items of 1,000 columns are 1.6 MB): what the uploader
+holds — queued for the workers, being sent, or left behind by an idle worker — must not grow
+with the row width times a count of chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import weakref
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from importer.chunking import Chunk, json_array
+from importer.client import ApiClient
+from importer.config import Credentials
+from importer.sandbox.app import SandboxApp
+from importer.sandbox.server import RunningSandbox
+from importer.upload import ChunkResult, Uploader, UploadSettings, _Handoff
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _chunk(i: int, body_bytes: int = 10, frame: pl.DataFrame | None = None) -> Chunk:
+    body = b'{"_user_id":"U%d","pad":"%s"}' % (i, b"x" * body_bytes)
+    return Chunk("contacts", ("f.csv",), (i,), (f"U{i}",), (body,),
+                 (frame,) if frame is not None else (), json_array([body]))
+
+
+def test_the_handoff_holds_at_most_its_byte_budget_and_always_lets_one_through() -> None:
+    """Queued plus taken-and-not-done chunks stay within the byte budget (the count alone let
+    ~100 chunks of 1.6 MB wait); a chunk bigger than the whole budget still goes, alone."""
+
+    async def go() -> tuple[int, int, list[int]]:
+        handoff = _Handoff(high=64, low=32, budget=1000)
+        most_bytes = most_held = 0
+
+        async def produce() -> None:
+            nonlocal most_bytes, most_held
+            for i in range(30):
+                size = 5000 if i == 7 else 300  # one chunk alone over the budget
+                await handoff.put(i, size)  # type: ignore[arg-type]
+                most_bytes = max(most_bytes, handoff._bytes)
+                most_held = max(most_held, handoff._held)
+            handoff.close()
+
+        got: list[int] = []
+
+        async def work() -> None:
+            while (item := await handoff.get()) is not None:
+                got.append(item)  # type: ignore[arg-type]
+                await asyncio.sleep(0)
+                handoff.done(5000 if item == 7 else 300)  # type: ignore[comparison-overlap]
+
+        await asyncio.gather(produce(), *(work() for _ in range(8)))
+        assert handoff._held == 0 and handoff._bytes == 0
+        return most_bytes, most_held, got
+
+    most_bytes, most_held, got = asyncio.run(go())
+    assert sorted(got) == list(range(30))
+    assert most_held <= 4  # 3 x 300 bytes, plus the one that crossed 1,000 bytes
+    assert most_bytes <= 1000 + 5000  # never more than the budget plus one chunk
+
+
+@pytest.mark.anyio
+async def test_an_idle_worker_does_not_keep_its_last_chunk_alive(asgi_app: SandboxApp) -> None:
+    """Once a chunk is answered nothing in the uploader refers to it, even while its worker
+    waits for the next one: 32 idle workers held 32 chunks (~100 MB of 1,000-column rows)."""
+    creds = Credentials(api_url="http://127.0.0.1/v1", project="sandbox-project",
+                        datasource="sandbox-datasource", token="sandbox-token")
+    client = ApiClient(creds, transport=httpx.ASGITransport(app=asgi_app))
+    refs: list[weakref.ref[pl.DataFrame]] = []
+    answered = asyncio.Event()
+    results = 0
+
+    def on_result(result: ChunkResult) -> None:
+        nonlocal results
+        results += 1
+        if results == 6:
+            answered.set()
+
+    async def chunks() -> AsyncIterator[Chunk]:
+        for i in range(6):
+            frame = pl.DataFrame({"i": [i]})
+            refs.append(weakref.ref(frame))
+            yield _chunk(i, frame=frame)
+            del frame
+        await answered.wait()  # every chunk answered; the workers idle, the run not over
+        gc.collect()
+        alive.extend(ref() is not None for ref in refs)
+
+    alive: list[bool] = []
+    uploader = Uploader(client, UploadSettings(concurrency=4), on_result=on_result,
+                        on_unsent=lambda chunk: None)
+    try:
+        await asyncio.wait_for(uploader.run(chunks()), timeout=30)
+    finally:
+        await client.aclose()
+    assert results == 6 and len(alive) == 6
+    assert not any(alive), f"{sum(alive)} answered chunks still held"
+
+
+def _wide_csv(path: Path, columns: int, rows: int) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(",".join(f"c{i}" for i in range(columns)) + "\n")
+        tail = ",".join(f"v{i:05d}" for i in range(1, columns))
+        fh.writelines(f"U{r:07d},{tail}\n" for r in range(rows))
+
+
+@pytest.mark.slow
+def test_a_run_of_a_1000_column_file_stays_within_its_memory_bound(
+    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
+) -> None:
+    """``run`` of 1,000 columns against a rate-limited API (the queue fills up): the peak is
+    the reader's and the mapping's, plus a bounded uploader."""
+    box = make_sandbox(rate_limit=60, rate_window_s=1.0)
+    data = tmp_path / "wide.csv"
+    _wide_csv(data, 1000, 6000)  # 42 MB, 60 requests of 1.6 MB
+    mapping = tmp_path / "wide.yaml"
+    mapping.write_text("version: 1\ntarget: contacts\nfields:\n  _user_id: c0\n"
+                       "custom_attributes: all_other_columns\n")
+    # VmHWM, not ru_maxrss: the latter keeps the forked pytest's own size across exec
+    script = textwrap.dedent(f"""
+        import re, sys
+        from importer.cli import main
+        sys.argv = ["instasent-import", "run", {str(data)!r}, "--mapping", {str(mapping)!r},
+                    "--quiet", "--rejects", {str(tmp_path / "rejects.csv")!r}]
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+        status = open("/proc/self/status").read()
+        print(code, int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) // 1024)
+    """)
+    env = {**os.environ, "INSTASENT_API_URL": box.api_url,
+           "INSTASENT_PROJECT": box.settings.project,
+           "INSTASENT_DATASOURCE": box.settings.datasource,
+           "INSTASENT_TOKEN": box.settings.token}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    code, peak_mb = map(int, done.stdout.split()[-2:])
+    assert code == 0, done.stdout
+    assert box.app.stats()["contacts"] == 6000
+    assert peak_mb < 330, f"peak RSS {peak_mb} MB"  # ~285 MB here; 426 MB before

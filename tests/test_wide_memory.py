@@ -153,3 +153,49 @@ def test_a_run_of_a_1000_column_file_stays_within_its_memory_bound(
     assert code == 0, done.stdout
     assert box.app.stats()["contacts"] == 6000
     assert peak_mb < 330, f"peak RSS {peak_mb} MB"  # ~285 MB here; 426 MB before
+
+
+@pytest.mark.parametrize("send_nulls", [False, True])
+@pytest.mark.parametrize("first", ["_user_id: id\n  _email: {column: email, type: email}",
+                                   "_email: {column: email, type: email}\n  _user_id: id"])
+def test_wide_pass_through_is_joined_in_groups_with_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch, first: str, send_nulls: bool
+) -> None:
+    """Past PASS_THROUGH_GROUP columns the members are joined group by group (a bounded
+    plan per expression); the items are byte for byte those of one expression: every value,
+    escaped where needed, nulls left out (or sent as null), no stray or missing comma when
+    a whole group is empty — whether members carry their comma (a required first field) or
+    are joined by a separator."""
+    import orjson
+
+    from importer.mapping import compile_mapping, engine, parse_mapping
+    from importer.records import SourceBatch
+
+    group = engine.PASS_THROUGH_GROUP
+    width = 2 * group + 37
+    columns: dict[str, list[str | None]] = {"id": ["1", "2", "3", "4"],
+                                            "email": ["a@b.es", None, "c@d.es", None]}
+    for i in range(width):
+        columns[f"a{i}"] = [
+            f"v{i}",
+            None if group <= i < 2 * group else "x",  # a whole group empty
+            'say "hi"\n' if i % 97 == 0 else None,  # escapes; mostly empty
+            None,  # nothing passed through at all
+        ]
+    data = pl.DataFrame(columns).with_columns(
+        pl.lit("in.csv").alias("_source_file"),
+        pl.int_range(1, 5, dtype=pl.Int64).alias("_source_row"))
+    mapping = (("send_nulls: true\n" if send_nulls else "") + "target: contacts\nfields:\n  "
+               + first + "\ncustom_attributes: all_other_columns\n")
+    compiled = compile_mapping(parse_mapping(mapping), data.columns)
+    grouped = compiled.map_batch(SourceBatch("in.csv", data)).items["contacts"].bodies
+    monkeypatch.setattr(engine, "PASS_THROUGH_GROUP", 10 * width)
+    whole = compiled.map_batch(SourceBatch("in.csv", data)).items["contacts"].bodies
+    assert grouped == whole
+    items = [orjson.loads(b) for b in grouped]
+    assert len(items) == 4
+    assert items[0]["a0"] == "v0" and items[0][f"a{width - 1}"] == f"v{width - 1}"
+    assert items[2]["a97"] == 'say "hi"\n'
+    if not send_nulls:
+        assert len(items[1]) == 1 + width - group  # _user_id, no _email, one group empty
+        assert set(items[3]) == {"_user_id"}

@@ -273,8 +273,9 @@ class _Handoff:
     It also waits while the chunks the uploader holds — queued, or taken by a worker and not
     yet ``done`` — carry ``budget`` bytes of request bodies or more (always letting one
     through), and is woken once they are down to half of it. Narrow rows never come near it
-    (100 items of 200 bytes are 20 KB); 100 items of 1,000 columns are 1.6 MB each, and the
-    ~100 chunks the count allows held ~150 MB more than one at a time (issue 15).
+    (100 items of 200 bytes are 20 KB); 100 items of 1,000 columns are 1.6 MB each, and with
+    the API as the bottleneck the 64 chunks the count allows took a run from 319 to 657 MB
+    (issue 15, bench/results/wide.md).
     """
 
     def __init__(self, *, high: int, low: int, budget: int = HOLD_BYTES) -> None:

@@ -158,6 +158,8 @@ def main() -> int:
     parser.add_argument("--run", action="store_true",
                         help="also `run` against a sandbox in its own process (SQLite store)")
     parser.add_argument("--check", action="store_true", help="exit 1 above the target")
+    parser.add_argument("--stages", nargs="+", choices=("read", "validate", "run"),
+                        help="only these stages (default: read, validate, and run with --run)")
     parser.add_argument("--child-read", help=argparse.SUPPRESS)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,14 +183,14 @@ def main() -> int:
     worst = 0.0
     with contextlib.ExitStack() as stack:
         env = None
-        if args.run:
+        if args.run or "run" in (args.stages or ()):
             from harness import sandbox  # the sandbox in its own process: not measured
 
             db = DATA / "wide-sandbox.db"
             db.unlink(missing_ok=True)
             env = stack.enter_context(sandbox("--rate-limit", "100000", "--db", str(db))).env()
         for label, path in files:
-            for kind in ("read", "validate", *(["run"] if args.run else [])):
+            for kind in args.stages or ("read", "validate", *(["run"] if args.run else [])):
                 _, peak, wall, detail = _run_one(kind, path, env)
                 worst = max(worst, peak)
                 print(f"{label:>30} {path.stat().st_size / 1e6:6.0f} {kind:>9} {peak:12.0f} "

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from importer.chunking import Chunk
+from importer.chunking import Chunk, body_size
 from importer.client import (
     ACCEPTED,
     ApiClient,
@@ -64,6 +64,10 @@ MAX_RATE_WAIT = 65.0
 #: against the server's ``Date`` (whole seconds) or given as seconds-from-now moves with the
 #: moment each answer was read. Windows are a minute long; a later reset by more is a new one.
 RESET_SLACK = 1.0
+#: The most request-body bytes the uploader holds at once, queued or being sent (always at
+#: least one chunk): what bounds a run's memory past the reader on wide rows (issue 15).
+#: Each held chunk costs ~3x its body (its items, the joined body, the HTTP layer's copy).
+HOLD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,31 +263,44 @@ class AdaptiveLimit:
 
 
 class _Handoff:
-    """Chunks from the producer to the workers, topped up in bulk.
+    """Chunks from the producer to the workers, topped up in bulk, bounded by count and bytes.
 
     The producer waits while ``high`` chunks are queued and is woken once the workers have
     taken the backlog down to ``low``: one producer turn per ``high - low`` chunks. (An
     ``asyncio.Queue`` that is always full woke it for every chunk taken: a turn of the event
     loop per request.) ``close`` lets the workers finish what is queued, then stop.
+
+    It also waits while the chunks the uploader holds — queued, or taken by a worker and not
+    yet ``done`` — carry ``budget`` bytes of request bodies or more (always letting one
+    through), and is woken once they are down to half of it. Narrow rows never come near it
+    (100 items of 200 bytes are 20 KB); 100 items of 1,000 columns are 1.6 MB each, and with
+    the API as the bottleneck the 64 chunks the count allows took a run from 319 to 657 MB
+    (issue 15, bench/results/wide.md).
     """
 
-    def __init__(self, *, high: int, low: int) -> None:
+    def __init__(self, *, high: int, low: int, budget: int = HOLD_BYTES) -> None:
         self._items: collections.deque[Chunk] = collections.deque()
         self._high = high
         self._low = low
+        self._budget = budget
+        self._held = 0  # chunks queued or being sent
+        self._bytes = 0  # their request bodies' bytes
         self._space: asyncio.Future[None] | None = None  # the producer, waiting for room
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
 
-    async def put(self, item: Chunk) -> None:
-        if len(self._items) >= self._high:
+    async def put(self, item: Chunk, size: int = 0) -> None:
+        """Queue ``item``, whose request body is ``size`` bytes (see :meth:`done`)."""
+        while len(self._items) >= self._high or (self._held and self._bytes >= self._budget):
             self._space = asyncio.get_running_loop().create_future()
             await self._space
         self._items.append(item)
+        self._held += 1
+        self._bytes += size
         self._wake_one()
 
     async def get(self) -> Chunk | None:
-        """The next chunk; None once closed and drained."""
+        """The next chunk; None once closed and drained. Give it back with :meth:`done`."""
         while not self._items:
             if self._closed:
                 return None
@@ -291,12 +308,26 @@ class _Handoff:
             self._waiting.append(waiter)
             await waiter
         item = self._items.popleft()
-        space = self._space
-        if space is not None and len(self._items) <= self._low:
-            self._space = None
-            if not space.done():
-                space.set_result(None)
+        if self._space is not None:
+            self._make_room()
         return item
+
+    def done(self, size: int = 0) -> None:
+        """A chunk taken with :meth:`get` is settled: its ``size`` bytes are not held any more."""
+        self._held -= 1
+        self._bytes -= size
+        if self._space is not None:
+            self._make_room()
+
+    def _make_room(self) -> None:
+        space = self._space
+        if space is None or len(self._items) > self._low:
+            return
+        if self._held and self._bytes > self._budget // 2:
+            return
+        self._space = None
+        if not space.done():
+            space.set_result(None)
 
     def close(self) -> None:
         self._closed = True
@@ -309,6 +340,11 @@ class _Handoff:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _size(chunk: Chunk) -> int:
+    """The chunk's request body in bytes (joined where the chunk was made: no copy here)."""
+    return len(chunk.joined) if chunk.joined is not None else body_size(chunk.bodies)
 
 
 class FatalResponse(Exception):
@@ -388,9 +424,10 @@ class Uploader:
                 async for chunk in chunks:
                     if self.stopping:
                         self._on_unsent(chunk)
-                        continue
-                    self.gate.register(chunk)
-                    await handoff.put(chunk)
+                    else:
+                        self.gate.register(chunk)
+                        await handoff.put(chunk, _size(chunk))
+                    del chunk  # not held while the next one is made (see _worker)
             finally:
                 handoff.close()
 
@@ -404,6 +441,10 @@ class Uploader:
                 await self._deliver(chunk)
             finally:
                 self.gate.settle(chunk)
+                handoff.done(_size(chunk))
+                # An idle worker must not keep its last chunk alive while it waits for the
+                # next: 32 idle workers held 32 chunks (~100 MB of 1,000-column items).
+                del chunk
 
     async def _deliver(self, chunk: Chunk) -> None:
         """Send one chunk until it has an answer for every item (splitting on a 400)."""

@@ -9,7 +9,7 @@ a new snapshot). The state itself lives in :mod:`importer.changes`.
 (a ``_user_id``-only mapping, so rows rejected or filtered by the real mapping still count
 as present), because its guards must refuse the run with nothing sent: any unreadable row,
 or more deletions than ``--max-delete``. The deletions themselves go through ``delete``'s
-machinery (:func:`importer.datasource.adelete_contacts`: pacing, ``already_absent`` for
+machinery (:func:`importer.delete.adelete_contacts`: pacing, ``already_absent`` for
 404s, their own rejects file), at the same time as the upserts (the API limits each endpoint
 separately, and a deleted contact is by definition not in today's input).
 """
@@ -46,7 +46,8 @@ from importer.mapping import FieldSpec, MappingSpec, compile_mapping
 from importer.sources import ReadOptions, SourceFile, iter_batches
 
 if TYPE_CHECKING:
-    from importer.datasource import DatasourceInfo, DeleteReport
+    from importer.check import DatasourceInfo
+    from importer.delete import DeleteReport
     from importer.upload import UploadSettings
 
 #: The rejects of ``--delete-missing``'s deletions, beside the first input.
@@ -254,7 +255,7 @@ class ChangeTracker:
         transport: httpx.AsyncBaseTransport | None,
     ) -> DeleteReport:
         """Delete ``removal.ids`` as ``delete`` does; forget each deleted (or absent) one."""
-        from importer.datasource import DeleteOptions, DeletePlan, adelete_contacts
+        from importer.delete import DeleteOptions, DeletePlan, adelete_contacts
 
         plan = DeletePlan(
             ids=tuple(removal.ids),

@@ -26,7 +26,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -311,60 +311,3 @@ def _json_body(response: httpx.Response, path: str, creds: Credentials) -> Any:
             f"GET {creds.base_url}{path} answered {response.status_code} with a body that is "
             f"not JSON ({shown!r}) — check that INSTASENT_API_URL ({creds.api_url}) is the "
             "Instasent API, not a web page or a proxy", response.status_code) from None
-
-
-if TYPE_CHECKING:  # the same names for the type checker (no import cycle at run time)
-    from importer.check import (
-        DatasourceInfo as DatasourceInfo,
-    )
-    from importer.check import (
-        acheck_datasource as acheck_datasource,
-    )
-    from importer.check import (
-        check_datasource as check_datasource,
-    )
-    from importer.check import (
-        fetch_stream as fetch_stream,
-    )
-    from importer.check import (
-        render_info as render_info,
-    )
-    from importer.delete import (
-        DeleteOptions as DeleteOptions,
-    )
-    from importer.delete import (
-        DeletePlan as DeletePlan,
-    )
-    from importer.delete import (
-        DeleteReport as DeleteReport,
-    )
-    from importer.delete import (
-        adelete_contacts as adelete_contacts,
-    )
-    from importer.delete import (
-        delete_contacts as delete_contacts,
-    )
-    from importer.delete import (
-        render_delete as render_delete,
-    )
-
-#: Names that lived here before ``check`` and ``delete`` got their own modules; an old
-#: ``from importer.datasource import DeleteReport`` still works (loaded on first use, so that
-#: check.py and delete.py can import this module without a cycle).
-_MOVED = {
-    "DatasourceInfo": "importer.check", "acheck_datasource": "importer.check",
-    "check_datasource": "importer.check", "fetch_stream": "importer.check",
-    "render_info": "importer.check",
-    "DeleteOptions": "importer.delete", "DeletePlan": "importer.delete",
-    "DeleteReport": "importer.delete", "adelete_contacts": "importer.delete",
-    "delete_contacts": "importer.delete", "render_delete": "importer.delete",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)

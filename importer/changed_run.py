@@ -31,7 +31,6 @@ import numpy as np
 from importer.changes import (
     AckLog,
     MaxDelete,
-    RunLock,
     StateKey,
     TargetState,
     acquire_lock,
@@ -44,6 +43,7 @@ from importer.config import DEFAULT_API_URL, Credentials
 from importer.exceptions import ConfigError, ImporterError, UsageError
 from importer.mapping import FieldSpec, MappingSpec, compile_mapping
 from importer.sources import ReadOptions, SourceFile, iter_batches
+from importer.statelock import StateLock
 
 if TYPE_CHECKING:
     from importer.check import DatasourceInfo
@@ -108,7 +108,7 @@ class ChangeTracker:
         self.write = write
         keys = {t: StateKey(credentials.api_url, credentials.project, credentials.datasource,
                             t, spec.sha256, Path(spec.path).stem) for t in targets}
-        self._lock: RunLock | None = None
+        self._lock: StateLock | None = None
         if write:
             scope = next(iter(keys.values())).scope_dir(root)
             self._lock = acquire_lock(

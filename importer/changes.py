@@ -38,7 +38,6 @@ the datasource). The end of a run folds its log in and writes a new snapshot.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -57,10 +56,10 @@ import polars as pl
 import xxhash
 
 from importer.exceptions import UsageError
+from importer.statelock import StateBusy, StateLock
 
 KEY_HASH, PAYLOAD_HASH, KEY = "key_hash", "payload_hash", "key"
 MANIFEST = "state.json"
-LOCK = "lock"
 _SCHEMA = {KEY_HASH: pl.UInt64, PAYLOAD_HASH: pl.UInt64, KEY: pl.String}
 _BLOCK = struct.Struct("<cIII")  # op, items, key bytes, crc32 of the rest
 _ACK, _GONE = b"A", b"D"
@@ -115,42 +114,23 @@ class StateKey:
                 / self.mapping_sha256[:16])
 
 
-class RunLock:
-    """An exclusive ``flock`` on ``<dir>/lock`` for the length of one run.
+def acquire_lock(directory: Path, what: str) -> StateLock:
+    """Lock ``directory`` for this run, or raise :class:`StateLocked` at once (no waiting).
 
-    flock, not a lock *file*: the kernel drops it when the process dies (``kill -9``
-    included), so there is never a stale lock to clean up. One small function on purpose,
-    to be unified with the run lock of the journal (issue 18) later.
+    The same ``flock`` as the run's own lock on the state directory
+    (:class:`importer.statelock.StateLock`): released by the kernel when the process dies.
     """
-
-    def __init__(self, fd: int, path: Path) -> None:
-        self._fd: int | None = fd
-        self.path = path
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def acquire_lock(directory: Path, what: str) -> RunLock:
-    """Lock ``directory`` for this run, or raise :class:`StateLocked` at once (no waiting)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    lock = StateLock(directory)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-        os.close(fd)
+        lock.acquire()
+    except StateBusy as busy:
+        pid, since = busy.holder.get("pid"), busy.holder.get("started")
+        holder = f"pid {pid} since {since}" if pid else "another process"
         raise StateLocked(
             f"another run is using the changed-only state of {what} ({holder}); "
             "wait for it to finish — two runs at once would record each other's items "
-            f"(lock: {path})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} since {_now()}".encode())
-    return RunLock(fd, path)
+            f"(lock: {lock.path})") from None
+    return lock
 
 
 def _now() -> str:

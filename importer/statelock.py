@@ -26,7 +26,12 @@ LOCK_NAME = "lock"
 
 
 class StateBusy(UsageError):
-    """Another process holds the state directory's lock; nothing was sent (exit 2)."""
+    """Another process holds the state directory's lock; nothing was sent (exit 2).
+    ``holder``: what that process recorded (pid, host, started, command; may be empty)."""
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}
 
 
 def _holder(fd: int) -> dict[str, object]:
@@ -60,7 +65,7 @@ class StateLock:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise StateBusy(_busy_message(self.dir, holder)) from None
+            raise StateBusy(_busy_message(self.dir, holder), holder) from None
         except BaseException:
             os.close(fd)
             raise

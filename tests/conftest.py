@@ -40,6 +40,9 @@ from importer.sandbox.app import SandboxApp, create_app
 from importer.sandbox.server import RunningSandbox, running_sandbox
 from importer.sandbox.settings import SandboxSettings
 
+# the object-storage fixtures (a moto S3 server on 127.0.0.1): tests/_s3.py
+pytest_plugins = ["tests._s3"]
+
 ASGI_API_URL = "http://127.0.0.1/v1"
 
 

@@ -43,6 +43,7 @@ from importer.exceptions import (
 )
 from importer.mapping.casts import as_text
 from importer.mapping.options import did_you_mean
+from importer.outage import OutageMonitor, OutageTimeout
 from importer.records import RESERVED_SOURCE_COLUMNS, SOURCE_FILE, SOURCE_ROW, Reject
 from importer.redaction import hidden, redact
 from importer.rejects import RejectsFormat, default_rejects_path, open_rejects
@@ -233,6 +234,11 @@ class _Deleter:
                                jitter=settings.rate_jitter)
         self.stats = UploadStats()
         self.fatal: FatalApiError | None = None
+        # An API that answers nothing but connection errors and 5xx is waited out (probing),
+        # not turned into failed deletes: as for run, up to --outage-wait, then the stop.
+        self.outage = OutageMonitor(wait=settings.outage_wait, clock=timing.clock,
+                                    sleep=timing.sleep)
+        self.outage_abort: str | None = None
         self._unknown_404: str | None = None  # how a 404 naming nothing was settled
         self._verify_lock = asyncio.Lock()
         self._answered = 0
@@ -246,7 +252,7 @@ class _Deleter:
 
         async def worker() -> None:
             for i in positions:
-                if self.fatal is not None:
+                if self.stopped:
                     return
                 outcome = results[i] = await self._one(ids[i])
                 if self.on_done is not None and outcome is not None and outcome.kind != "failed":
@@ -258,6 +264,10 @@ class _Deleter:
         await asyncio.gather(*(worker() for _ in range(min(self.limit.cap, len(ids)))))
         return results
 
+    @property
+    def stopped(self) -> bool:
+        return self.fatal is not None or self.outage_abort is not None
+
     def _stop(self, exc: FatalApiError) -> None:
         if self.fatal is None:
             self.fatal = exc
@@ -265,7 +275,15 @@ class _Deleter:
     async def _one(self, user_id: str) -> _Outcome | None:
         attempts = waits = 0
         while True:
-            if self.fatal is not None:
+            if self.stopped:
+                return None
+            try:
+                probe = await self.outage.gate()
+            except OutageTimeout as exc:
+                if self.outage_abort is None:
+                    self.outage_abort = (f"{exc}: the deletes stopped — run the same delete "
+                                         "again once the API answers (ids already deleted "
+                                         "count as already absent)")
                 return None
             await self.limit.acquire()
             await self.pacer.acquire()
@@ -273,10 +291,16 @@ class _Deleter:
             self.stats.requests += 1
             try:
                 response = await self._client.delete_contact(user_id)
+            except asyncio.CancelledError:
+                self.outage.abandon(probe)
+                raise
             except httpx.TransportError as exc:
                 self.pacer.failed()
                 self.limit.release("fault")
                 self.stats.statuses[type(exc).__name__] += 1
+                if not self.outage.failed(probe):
+                    attempts -= 1  # the API is down: not this id's attempt
+                    continue
                 if attempts >= self.settings.max_attempts:
                     return _gave_up(None, attempts, f"{type(exc).__name__} (no response)")
                 await self._backoff(attempts)
@@ -285,10 +309,13 @@ class _Deleter:
             self.stats.statuses[str(status)] += 1
             now = self._timing.clock()
             if 200 <= status < 300:
+                self.outage.alive(probe)
                 self.pacer.done(parse_rate(response.headers, now))
                 self.limit.release("ok")
                 return _Outcome("deleted", status, attempts)
             answer = interpret(status, response.headers, response.content, (user_id,), now=now)
+            if answer.verdict is not Verdict.RETRY:
+                self.outage.alive(probe)
             self.pacer.done(answer.rate)
             if answer.verdict is Verdict.RATE:
                 self.pacer.rate_limited(answer.rate)
@@ -301,6 +328,9 @@ class _Deleter:
                 continue
             if answer.verdict is Verdict.RETRY:
                 self.limit.release("fault")
+                if not self.outage.failed(probe):
+                    attempts -= 1  # the API is down: not this id's attempt
+                    continue
                 if attempts >= self.settings.max_attempts:
                     return _gave_up(status, attempts, answer.message or f"HTTP {status}")
                 if answer.rate.retry_after is not None:  # a 503 saying when to come back
@@ -495,7 +525,7 @@ async def adelete_contacts(
             deleter = _Deleter(client, settings, timing, options.timeout, progress)
             deleter.on_done = on_done
             tally.outcomes(await deleter.run(plan.ids))
-            stats, fatal = deleter.stats, deleter.fatal
+            stats, fatal = deleter.stats, deleter.fatal or deleter.outage_abort
     finally:
         await client.aclose()
     with hidden(credentials.token):  # a server's message in a reject may quote the token

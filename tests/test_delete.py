@@ -316,3 +316,51 @@ def test_the_datasource_check_backs_off_on_the_injected_clock(box: RunningSandbo
                                      timing=Timing(sleep=fake_sleep)))
     assert len(waited) == 2 and 0 <= waited[0] <= 0.5 and 0 <= waited[1] <= 1.0
     assert _deletes(box) == {} and box.app.get_contact("C1") is not None
+
+
+def test_an_outage_is_waited_out_not_turned_into_failed_deletes(box: RunningSandbox) -> None:
+    ids = [f"O{i}" for i in range(40)]
+    _seed(box, *ids)
+    settings = UploadSettings(backoff_base=0.001, backoff_cap=0.01, rate_jitter=0.01,
+                              max_attempts=3, concurrency=2, outage_wait=30)
+
+    def down_after_ten(done: int, _total: int) -> None:
+        if done == 10:
+            box.app.go_down(1.5)  # every connection closed for 1.5 s
+
+    report = delete_contacts(plan_from_ids(ids), _creds(box), DeleteOptions(upload=settings),
+                             progress=down_after_ten)
+    # 3 attempts an id, 1-10 ms apart, against 1.5 s of closed connections: without the
+    # wait, the ids sent meanwhile would have been given up on.
+    assert (report.deleted, report.failed, report.exit_code) == (40, 0, 0), report.aborted
+    assert box.app.stats()["faults"].get("down", 0) >= 5
+    assert report.requests > 40  # the probes and the failed requests were counted
+    assert all(box.app.get_contact(i) is None for i in ids)
+
+
+def test_an_outage_past_outage_wait_stops_the_deletes_with_what_to_do(
+    box: RunningSandbox,
+) -> None:
+    ids = [f"Q{i}" for i in range(30)]
+    _seed(box, *ids)
+    settings = UploadSettings(backoff_base=0.001, backoff_cap=0.01, rate_jitter=0.01,
+                              max_attempts=3, concurrency=2, outage_wait=1.0)
+
+    def down_after_five(done: int, _total: int) -> None:
+        if done == 5:
+            box.app.go_down(600, 503)  # a proxy answering 503 to everything
+
+    try:
+        report = delete_contacts(plan_from_ids(ids), _creds(box),
+                                 DeleteOptions(upload=settings), progress=down_after_five)
+    finally:
+        box.app.go_down(0)
+    assert report.exit_code == 1
+    assert report.aborted is not None and "--outage-wait 1 s" in report.aborted
+    assert "run the same delete again" in report.aborted
+    # No id was turned into a failure by the outage: each is deleted or still to do.
+    assert report.failed == 0
+    assert report.deleted + report.not_attempted == 30 and report.not_attempted > 0
+    again = delete_contacts(plan_from_ids(ids), _creds(box), DeleteOptions(upload=FAST))
+    assert again.exit_code == 0
+    assert again.deleted + again.already_absent == 30 and again.already_absent == report.deleted

@@ -16,6 +16,7 @@ from importer.cli._shared import (
     _contacts,
     _credentials,
     _json_failure,
+    _parse_duration,
     _read_options,
 )
 from importer.exceptions import ImporterError
@@ -42,6 +43,10 @@ from importer.upload import UploadSettings
               help="Pin requests in flight (default: adaptive up to 32).")
 @click.option("--max-attempts", type=click.IntRange(1, 50), default=5, show_default=True,
               help="Attempts per id on 5xx/timeouts before it becomes a retryable reject.")
+@click.option("--outage-wait", default="10m", show_default=True, callback=_parse_duration,
+              help="When every request fails (no connection, or 5xx), pause and probe for "
+              "this long (600, 90s, 10m, 1h) before stopping (exit 1); no id's attempts are "
+              "spent meanwhile.")
 @click.option("--delimiter", default=None, help="CSV delimiter (default: detected).")
 @click.option("--encoding", default=None, help="Input encoding (default: detected).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -56,6 +61,7 @@ def delete(
     report_path: str | None,
     concurrency: int | None,
     max_attempts: int,
+    outage_wait: float,
     delimiter: str | None,
     encoding: str | None,
     quiet: bool,
@@ -87,7 +93,8 @@ def delete(
         check_file(report_path, "report")  # before the token is read
     credentials = _credentials(token_file, Network(proxy, ca_bundle))
     options = DeleteOptions(
-        upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts),
+        upload=UploadSettings(concurrency=concurrency, max_attempts=max_attempts,
+                              outage_wait=outage_wait),
         timeout=timeout, rejects_path=rejects_path, dry_run=dry_run,
     )
     progress = _DeleteProgress(quiet=quiet)

@@ -39,6 +39,9 @@ class Earlier:
     # run's rejects too, so they count in its exit code.
     rejected: int = 0
     retryable: int = 0
+    # The retryable ones, per source file: `retry` sends them later, so the resumed run must
+    # hold back the later rows of their keys, as the first invocation did (ordering.py).
+    retryable_rows: Mapping[str, pl.Series] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.done or self.first_target_acked or self.rejects_path)
@@ -58,6 +61,7 @@ class EarlierRejects:
     rows: Mapping[str, pl.Series]  # per source file, the rows the rejects file holds
     count: int = 0
     retryable: int = 0
+    retryable_rows: Mapping[str, pl.Series] = field(default_factory=dict)  # per source file
 
 
 def rows_in_rejects(path: str) -> EarlierRejects:
@@ -85,7 +89,12 @@ def rows_in_rejects(path: str) -> EarlierRejects:
         str(key[0]): group[SOURCE_ROW]
         for key, group in frame.group_by(SOURCE_FILE, maintain_order=True)
     }
-    return EarlierRejects(rows, frame.height, int(retryable.sum()))
+    again = frame.filter(retryable)
+    retryable_rows = {
+        str(key[0]): group[SOURCE_ROW]
+        for key, group in again.group_by(SOURCE_FILE, maintain_order=True)
+    }
+    return EarlierRejects(rows, frame.height, int(retryable.sum()), retryable_rows)
 
 
 def _merge(a: Mapping[str, pl.Series], b: Mapping[str, pl.Series]) -> dict[str, pl.Series]:
@@ -187,4 +196,5 @@ def prepare(
     done = _merge(done, respell(rejected.rows))
     first = respell(journal.acked(run_id, targets[0])) if len(targets) > 1 else {}
     return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path,
-                   rejected=rejected.count, retryable=rejected.retryable)
+                   rejected=rejected.count, retryable=rejected.retryable,
+                   retryable_rows=respell(rejected.retryable_rows))

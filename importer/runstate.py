@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,7 @@ class RunState:
                     done = self.earlier.done.get(batch.source_file)
                     if target == "events" and done is not None and len(done):
                         self._seen_before(compiled, batch, done)
+                    held = self._held_before(compiled, batch, target, upserts)
                     batch, skipped = _without(batch, done)
                     mapped = compiled.map_batch(batch)
                     items = mapped.items[target]
@@ -177,7 +178,7 @@ class RunState:
                         chunker.add(batch.source_file, rows, keys, bodies, batch.frame, users)
                     )
                     yield _Produced(batch, mapped, chunks, skipped, earlier_first,
-                                    deduped=deduped, unchanged=unchanged)
+                                    deduped=deduped, unchanged=unchanged, held=held)
         yield _Produced(None, None, list(chunker.flush()))
 
     def _seen_before(
@@ -191,10 +192,34 @@ class RunState:
         if items is not None:
             self.event_ids.check(batch.source_file, items.source_rows, items.keys, items.bodies)
 
+    def _held_before(
+        self, compiled: CompiledMapping, batch: SourceBatch, target: str, upserts: bool
+    ) -> dict[str, str]:
+        """A resumed run: the ordering keys of this batch's rows that an earlier invocation
+        left as retryable rejects (`retry` sends them later), each with where it failed."""
+        again = self.earlier.retryable_rows.get(batch.source_file)
+        if again is None or not len(again) or (target == "events" and not upserts):
+            return {}
+        frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(again.implode()))
+        if not frame.height:
+            return {}
+        items = compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get(target)
+        if items is None:
+            return {}
+        keys = items.keys if target == "contacts" else user_ids_of(items.bodies)
+        held: dict[str, str] = {}
+        for row, key in zip(items.source_rows, keys, strict=True):
+            if key:
+                held.setdefault(key, f"{batch.source_file} row {row}")
+        return held
+
     def _account(self, produced: _Produced, first_pass: bool) -> None:
         batch, mapped = produced.batch, produced.mapped
         if batch is None or mapped is None:
             return
+        if produced.held and self.uploader is not None:  # before this batch's chunks go
+            for key, where in produced.held.items():
+                self.uploader.gate.blocked.setdefault(key, where)
         deduped = produced.deduped
         if first_pass and not self._schema:
             self._schema = dict(batch.frame.schema)
@@ -385,6 +410,8 @@ class _Produced:
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
     deduped: Deduped | None = None  # events: later occurrences of an _event_id, not sent
     unchanged: Sequence[int] = ()  # rows whose item --changed-only did not send
+    # resume: keys an earlier invocation left as retryable rejects -> where ("file row N")
+    held: Mapping[str, str] = field(default_factory=dict)
 
 
 def _spread(upload: UploadSettings) -> int:

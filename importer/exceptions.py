@@ -127,14 +127,16 @@ class StorageError(ImporterError):
 
     exit_code = 1
 
-    def __init__(self, path: str, reason: str, *, resumable: bool = True) -> None:
+    def __init__(self, path: str, reason: str, *, resumable: bool = True,
+                 remedy: str = "free space or fix the permission") -> None:
         self.path = path
         self.reason = reason
         self.resumable = resumable
         text = f"cannot write {path}: {reason}"
         if resumable:
-            text += (" — the run stopped; free space or fix the permission, then re-run with "
-                     "--resume")
+            text += f" — the run stopped; {remedy}, then re-run with --resume"
+        elif remedy != "free space or fix the permission":
+            text += f" — {remedy}"
         super().__init__(text)
 
 

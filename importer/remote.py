@@ -13,11 +13,13 @@ signature), a fragment and any ``user:password@``, in messages, reports and reje
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from importer.exceptions import ConfigError
+from importer.exceptions import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -118,3 +120,53 @@ def problem(exc: BaseException) -> tuple[str, str]:
                 "check the network, the endpoint and any proxy, then run again")
     detail = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return (detail[:300], "check the URL and the credentials, then run again")
+
+
+def probe(url: str, what: str, *, prefix: bool = False) -> None:
+    """Raise :class:`OutputPathError` (exit 2, nothing sent) unless an object can be created
+    and deleted under ``url`` (a ``prefix``: the state directory) or beside it (the rejects
+    file, the report). Like :func:`importer.storage.check_dir` locally: a missing bucket, a
+    denied write or expired credentials are found before the first request, not halfway."""
+    from importer.exceptions import OutputPathError
+
+    fs, path = filesystem(url)
+    folder = path.rstrip("/") if prefix else path.rsplit("/", 1)[0]
+    name = f"{folder}/.instasent-import-probe-{secrets.token_hex(6)}"
+    try:
+        fs.pipe_file(name, b"")
+        fs.rm_file(name)
+    except Exception as exc:  # each backend raises its own types (botocore, aiohttp, OSError)
+        what_failed, remedy = problem(exc)
+        raise OutputPathError(public(url), what, f"{what_failed} — {remedy}") from None
+
+
+def put_file(local: str | os.PathLike[str], url: str) -> None:
+    """Upload a local file as one object (a PUT, or a multipart upload completed at once:
+    readers see the old object or the new one, never half of it)."""
+    fs, path = filesystem(url)
+    fs.put_file(os.fspath(local), path)
+
+
+def put_bytes(url: str, data: bytes) -> None:
+    fs, path = filesystem(url)
+    fs.pipe_file(path, data)
+
+
+def get_file(url: str, local: str | os.PathLike[str]) -> bool:
+    """Download ``url`` to ``local`` (created mode 0600); False if there is no such object."""
+    fs, path = filesystem(url)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        return False
+    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return True
+
+
+def storage_failure(url: str, exc: BaseException, *, resumable: bool = True,
+                    remedy: str | None = None) -> StorageError:
+    """A failed upload or download during a run, as a :class:`StorageError` naming the URL."""
+    what, fix = problem(exc)
+    return StorageError(public(url), what, resumable=resumable, remedy=remedy or fix)

@@ -163,7 +163,7 @@ def nothing_to_resume(
                 f"{other.run_id}); resuming it would skip or repeat the wrong rows, so "
                 f"nothing was sent — {again} from the start")
     return (f"--resume: no earlier run of these inputs with this mapping is recorded in "
-            f"{journal.dir}; nothing to resume ({again}, or point --state-dir / "
+            f"{journal.shown}; nothing to resume ({again}, or point --state-dir / "
             "INSTASENT_STATE_DIR at the directory the earlier run used)")
 
 
@@ -175,12 +175,14 @@ def prepare(
     mode: ResumeMode | None,
     *,
     inputs: Sequence[str] = (),
+    local: Callable[[str], str] = str,
 ) -> Earlier:
     """Start the run in the journal; return what an earlier invocation finished.
 
     ``inputs``: the sources as spelled now. An earlier invocation may have spelled a file
     another way (``./x.csv``, an absolute path): its rows are keyed by that spelling, so
-    they are re-keyed to today's, or they would be sent again."""
+    they are re-keyed to today's, or they would be sent again. ``local``: where the rejects
+    file (a URL: a local copy of it) is read."""
     refuse_if_unfinished(journal, run_id, targets, mode)
     record = journal.get(run_id)
     unfinished = record is not None and record.status != "finished"
@@ -192,7 +194,7 @@ def prepare(
     rejects_path = str(record.meta.get("rejects_path") or "") or None
     respell = _respeller(inputs, str(record.meta.get("cwd") or os.getcwd()))
     done = respell(journal.acked(run_id, targets[-1]))
-    rejected = rows_in_rejects(rejects_path) if rejects_path else EarlierRejects({})
+    rejected = rows_in_rejects(local(rejects_path)) if rejects_path else EarlierRejects({})
     done = _merge(done, respell(rejected.rows))
     first = respell(journal.acked(run_id, targets[0])) if len(targets) > 1 else {}
     return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path,

@@ -87,6 +87,7 @@ class RunState:
         self.rejects_path = (
             options.rejects_path or earlier.rejects_path or run_rejects_path(plan, options)
         )
+        self.rejects_file = self.rejects_path  # where it is written: a local copy of a URL
         self._writer: RejectsWriter | None = None
         self._schema: dict[str, Any] = {}
         self.reconciler = Reconciler(
@@ -110,7 +111,7 @@ class RunState:
         for s in self.plan.sources:
             columns += [c for c in s.columns if c not in columns]
         self._writer = open_rejects(
-            self.rejects_path,
+            self.rejects_file,
             source_columns=columns,
             fmt=first.format,
             delimiter=first.delimiter or ",",
@@ -239,7 +240,7 @@ class RunState:
             if produced.unchanged:
                 self._on_unchanged(batch.source_file, produced.unchanged)
         except StorageError as exc:
-            self._storage_failed(exc)  # _stopping now: nothing more is read or sent
+            self.storage_failed(exc)  # _stopping now: nothing more is read or sent
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
 
@@ -257,7 +258,7 @@ class RunState:
                                                 pl.DataFrame(), tuple(carried)))
             self.reconciler.on_skipped(done, 0)
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.storage_failed(exc)
 
     def _on_unchanged(self, source_file: str, rows: Sequence[int]) -> None:
         assert self.changes is not None
@@ -350,7 +351,7 @@ class RunState:
                     self.changes.record(chunk.target, list(itertools.compress(chunk.keys, ok)),
                                         list(itertools.compress(chunk.bodies, ok)))
             except STORAGE_ERRORS as exc:
-                self._storage_failed(storage_error(
+                self.storage_failed(storage_error(
                     getattr(exc, "filename", None) or "the --changed-only state", exc))
         # The journal first: what the API acknowledged stays acknowledged for --resume even
         # when the rejects file cannot be written any more.
@@ -358,7 +359,7 @@ class RunState:
             try:
                 self.journal.record(self.plan.run_id, chunk.target, files, rows)
             except STORAGE_ERRORS as exc:
-                self._storage_failed(storage_error(self.journal.path, exc))
+                self.storage_failed(storage_error(self.journal.path, exc))
         if self.failure is not None:
             return  # stopping: this answer's rejected rows are redone on --resume
         try:
@@ -366,11 +367,11 @@ class RunState:
                 self._ensure_writer()
             self.reconciler.on_result(result)
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.storage_failed(exc)
             return
         self._report_progress()
 
-    def _storage_failed(self, exc: StorageError) -> None:
+    def storage_failed(self, exc: StorageError) -> None:
         """A file of the run cannot be written (disk full, permission): stop sending, as on
         --max-rejects, and let ``arun_import`` raise it once the requests in flight are in."""
         if self.failure is None:

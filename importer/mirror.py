@@ -29,8 +29,10 @@ is killed:
 
 One run at a time over a state prefix: a ``lock`` object created only if absent (a
 conditional PUT), holding pid, host and start time, its heartbeat renewed at every
-checkpoint. A lock is stale — taken over — when its holder is on this host and no longer
-alive, or its heartbeat is older than :data:`STALE_SECONDS` (a container killed elsewhere).
+checkpoint (in ``lock.beat``). A lock is stale — taken over — when its holder is on this
+host and no longer alive, or its heartbeat is older than :data:`STALE_SECONDS` (a container
+killed elsewhere). Two processes taking the same stale lock over at the same moment could
+both believe they hold it; the loser finds out at its next heartbeat and stops (exit 1).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from importer import remote
 from importer.exceptions import StorageError
 from importer.rejects import drop_partial_line, drop_partial_record, meta_path
 from importer.statelock import StateBusy
+from importer.storage import storage_error
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -101,10 +104,15 @@ class LockLost(StorageError):
 
 
 class _Lock:
-    """The ``lock`` object of a state prefix (see the module docstring)."""
+    """The ``lock`` object of a state prefix (see the module docstring).
+
+    The lock object is only ever created (if absent) or deleted, never rewritten: the
+    heartbeat goes to a second object, ``lock.beat``, so that renewing it cannot overwrite
+    the lock of a process that has just taken it over."""
 
     def __init__(self, fs: AbstractFileSystem, path: str, url: str) -> None:
         self.fs, self.path, self.url = fs, path, url
+        self.beat_path = f"{path}.beat"
         self.record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -114,6 +122,7 @@ class _Lock:
             "id": secrets.token_hex(8),
         }
         self.held = False
+        self.lost: LockLost | None = None  # another process took it over
 
     def acquire(self) -> None:
         for _ in range(3):
@@ -126,18 +135,18 @@ class _Lock:
                 holder = self.read()
                 if holder is not None and not _stale(holder):
                     raise StateBusy(_busy_message(self.url, holder), holder) from None
-                self.fs.rm_file(self.path)  # stale (or unreadable): take it over
+                with contextlib.suppress(FileNotFoundError):  # stale or unreadable: take it
+                    self.fs.rm_file(self.path)
         raise StateBusy(f"the state {self.url} is being locked and unlocked by other "
                         "processes: run again once they are done")
 
     def read(self) -> dict[str, Any] | None:
-        try:
-            found = json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) else None
+        """The holder's record with its last heartbeat; {} if none, None if unreadable."""
+        holder = _json(self.fs, self.path)
+        beat = _json(self.fs, self.beat_path)
+        if holder and beat and beat.get("id") == holder.get("id"):
+            holder["heartbeat"] = beat.get("heartbeat")
+        return holder
 
     def beat(self) -> None:
         """Renew the heartbeat, unless another process took the lock over."""
@@ -145,19 +154,32 @@ class _Lock:
         if not holder or holder.get("id") != self.record["id"]:
             self.held = False
             who = _who(holder) if holder else "nobody (it was deleted)"
-            raise LockLost(
+            self.lost = LockLost(
                 self.url, f"its lock is now held by {who}", resumable=False,
                 remedy="this run stopped saving its state there; make sure one job at a time "
                 "uses this state, then run again")
-        self.record["heartbeat"] = time.time()
-        self.fs.pipe_file(self.path, json.dumps(self.record).encode())
+            raise self.lost
+        beat = {"id": self.record["id"], "heartbeat": time.time()}
+        self.fs.pipe_file(self.beat_path, json.dumps(beat).encode())
 
     def release(self) -> None:
         if self.held:
             self.held = False
             holder = self.read()
             if holder and holder.get("id") == self.record["id"]:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(self.beat_path)
                 self.fs.rm_file(self.path)
+
+
+def _json(fs: AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    try:
+        found = json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _alive(pid: int) -> bool:
@@ -212,15 +234,14 @@ class _State:
     journal_saved: bool = False  # a journal of this run is in the bucket (--resume works)
 
     def pull(self) -> None:
+        self.fs.invalidate_cache(self.root)  # (listings are cached per process)
         for key, info in sorted(self.fs.find(self.root, detail=True).items()):
             name = key[len(self.root):].lstrip("/")
-            if not name or name == LOCK or info.get("type") == "directory":
+            if not name or name in (LOCK, f"{LOCK}.beat") or info.get("type") == "directory":
                 continue
             target = self.local / name
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.fs.cat_file(key))
+            remote.get_file(remote.join(self.url, name), target)
             self.remote.add(name)
             self.sent[name] = _signature(target)
         self.sent[JOURNAL] = self._journal_signature()
@@ -256,7 +277,12 @@ class _State:
             self.sent[JOURNAL] = signature
             self.journal_saved = True
         for gone in sorted(self.remote - set(names) - {JOURNAL}):
-            self.fs.rm_file(f"{self.root}/{gone}")
+            try:
+                self.fs.rm_file(f"{self.root}/{gone}")
+            except FileNotFoundError:
+                pass
+            except Exception as exc:
+                raise _failure(remote.join(self.url, gone), exc, self.journal_saved) from None
             self.remote.discard(gone)
 
     def _upload(self, source: Path, name: str, *, copy: bool = True) -> None:
@@ -268,8 +294,19 @@ class _State:
                 source = staged
             self.fs.put_file(str(source), f"{self.root}/{name}")
         except Exception as exc:
-            raise remote.storage_failure(url, exc, resumable=self.journal_saved) from None
+            raise _failure(url, exc, self.journal_saved) from None
         self.remote.add(name)
+
+
+def _failure(url: str, exc: BaseException, resumable: bool) -> StorageError:
+    """An upload that failed: ``--resume`` is offered only when the bucket holds a journal of
+    this run to resume from."""
+    if resumable:
+        return remote.storage_failure(url, exc)
+    fix = remote.problem(exc)[1]
+    return remote.storage_failure(url, exc, resumable=False, remedy=(
+        f"{fix}; no journal of this run reached the bucket, so run the same command again "
+        "without --resume once fixed (rows already sent are sent again, which is safe)"))
 
 
 def _backup(source: Path, target: Path) -> None:
@@ -310,7 +347,6 @@ class Outputs:
         self._guard = threading.Lock()  # one sync at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.problem: StorageError | None = None  # the last checkpoint that failed
         self.on_failure: Callable[[StorageError], object] | None = None
 
     @property
@@ -386,32 +422,27 @@ class Outputs:
         while not self._stop.wait(every):
             try:
                 self.sync(final=False)
-                self.problem = None
-            except StorageError as exc:
-                # Kept trying (a storage hiccup only makes a kill cost more); a lost lock
-                # stops the run at once: another process now owns the state.
-                self.problem = exc
-                if isinstance(exc, LockLost) and self.on_failure is not None:
+            except LockLost as exc:  # another process owns the state now: stop the run
+                if self.on_failure is not None:
                     self.on_failure(exc)
-                    return
-            except Exception as exc:  # reported at the end, by the last sync
-                self.problem = StorageError("the bucket", str(exc))
+                return
+            except Exception:  # tried again next time, and at the end, where it is raised
+                continue
 
     def sync(self, *, final: bool) -> None:
         """Upload what changed: rejects, the state's files, its journal (see module doc)."""
         with self._guard:
             state = self._state
             if state is not None and state.lock is not None:
-                if not state.lock.held:
-                    return
+                if state.lock.lost is not None:
+                    raise state.lock.lost  # the state is another process's now: hands off
                 try:
                     state.lock.beat()
                 except LockLost:
                     raise
                 except Exception as exc:
-                    raise remote.storage_failure(remote.join(state.url, LOCK), exc,
-                                                 resumable=state.journal_saved) from None
-            for copy in self._files.values():
+                    raise _failure(remote.join(state.url, LOCK), exc, state.journal_saved) from None
+            for copy in list(self._files.values()):  # (a copy: registered meanwhile)
                 self._push_file(copy, final=final)
             if state is not None:
                 state.push()
@@ -438,8 +469,7 @@ class Outputs:
             remote.put_file(staged, copy.url)
         except Exception as exc:
             state = self._state
-            resumable = state is None or state.journal_saved
-            raise remote.storage_failure(copy.url, exc, resumable=resumable) from None
+            raise _failure(copy.url, exc, state is None or state.journal_saved) from None
         copy.sent = now
 
     def close(self, *, push: bool = True) -> None:
@@ -450,6 +480,10 @@ class Outputs:
         try:
             if push:
                 self.sync(final=True)
+        except StorageError:
+            raise
+        except Exception as exc:  # the local copy (a full temporary disk)
+            raise storage_error(self.scratch, exc) from None
         finally:
             if self._state is not None and self._state.lock is not None:
                 with contextlib.suppress(Exception):  # a lock left behind goes stale: safe

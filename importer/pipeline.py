@@ -201,6 +201,7 @@ async def _arun_import(
     with Outputs() as outputs:
         if is_url(state_dir):
             state_dir = outputs.state_dir(state_dir, write=not options.dry_run)
+            outputs.start()  # the lock's heartbeat from now on
         return await _changes_and_import(plan, credentials, options, progress, transport,
                                          notice, confirm_delete, state_dir, outputs, started)
 

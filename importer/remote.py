@@ -155,13 +155,12 @@ def put_bytes(url: str, data: bytes) -> None:
 def get_file(url: str, local: str | os.PathLike[str]) -> bool:
     """Download ``url`` to ``local`` (created mode 0600); False if there is no such object."""
     fs, path = filesystem(url)
+    os.close(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # private first
     try:
-        data = fs.cat_file(path)
+        fs.get_file(path, os.fspath(local))  # streamed: a rejects file may be large
     except FileNotFoundError:
+        os.unlink(local)
         return False
-    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
     return True
 
 

@@ -69,7 +69,8 @@ def next_rejects_path(rejects: str) -> str:
     same bucket prefix for a URL)."""
     if is_url(rejects):
         folder, name = public(rejects).rsplit("/", 1)
-        fs, _ = filesystem(rejects)
+        fs, key = filesystem(rejects)
+        fs.invalidate_cache(key.rsplit("/", 1)[0])  # (listings are cached per process)
         taken = fs.exists
     else:
         folder, name = str(Path(rejects).parent), Path(rejects).name

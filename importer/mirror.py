@@ -21,11 +21,14 @@ is killed:
   the journal — the rejects file is their record — so a row is redone on ``--resume`` exactly
   when it is in neither: one the bucket's rejects file misses is rejected again and appended
   once; one it holds is skipped. Neither lost nor duplicated, whichever object is newer.
-- each sync uploads the rejects, then the ``--changed-only`` files (acknowledgement logs and
-  snapshots, then the manifests that point at them), then the journal snapshot — taken
-  *before* the logs were copied, so the journal never marks a row done whose
-  acknowledgement the bucket's state lacks — and last deletes what the run removed.
-  At the end a finished journal is uploaded only once the whole rejects file is.
+- each sync first takes the journal's snapshot, then copies and uploads the rejects, the
+  ``--changed-only`` files (acknowledgement logs and snapshots, then the manifests that point
+  at them), then the journal snapshot, and last deletes what the run removed. Everything the
+  snapshot records was written before it was taken, so the copies made after it hold it:
+  the bucket's journal never marks a row done whose acknowledgement the bucket's state
+  lacks. Checkpoints stop before the run marks its journal finished (:meth:`Outputs.stop`):
+  a finished journal (acknowledgements dropped) is uploaded by the last sync only, after
+  the whole rejects file (a Parquet one included).
 
 One run at a time over a state prefix: a ``lock`` object created only if absent (a
 conditional PUT), holding pid, host and start time, its heartbeat renewed at every
@@ -49,7 +52,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -118,7 +122,7 @@ class _Lock:
             "host": socket.gethostname(),
             "started": _now(),
             "heartbeat": time.time(),
-            "command": " ".join(["instasent-import", *sys.argv[1:]]),
+            "command": " ".join(["instasent-import", *map(remote.public, sys.argv[1:])]),
             "id": secrets.token_hex(8),
         }
         self.held = False
@@ -259,12 +263,18 @@ class _State:
                 names.append(name)
         return sorted(names, key=lambda n: (n.endswith(MANIFEST), n))  # manifests last
 
-    def push(self) -> None:
-        journal = None
+    def snapshot(self) -> tuple[Path, tuple[int, ...]] | None:
+        """The journal as it is now, if it changed since it was last uploaded."""
         signature = self._journal_signature()
-        if (self.local / JOURNAL).exists() and signature != self.sent.get(JOURNAL):
-            journal = self.scratch / JOURNAL
-            _backup(self.local / JOURNAL, journal)  # before the logs are copied: see above
+        if not (self.local / JOURNAL).exists() or signature == self.sent.get(JOURNAL):
+            return None
+        copy = self.scratch / JOURNAL
+        _backup(self.local / JOURNAL, copy)
+        return copy, signature
+
+    def push(self, journal: tuple[Path, tuple[int, ...]] | None) -> None:
+        """Upload the files that changed, then ``journal`` (a :meth:`snapshot` taken before
+        them), then delete what is gone."""
         names = self._names()
         for name in names:
             source = self.local / name
@@ -273,8 +283,8 @@ class _State:
                 self._upload(source, name)
                 self.sent[name] = now
         if journal is not None:
-            self._upload(journal, JOURNAL, copy=False)
-            self.sent[JOURNAL] = signature
+            self._upload(journal[0], JOURNAL, copy=False)
+            self.sent[JOURNAL] = journal[1]
             self.journal_saved = True
         for gone in sorted(self.remote - set(names) - {JOURNAL}):
             try:
@@ -442,10 +452,11 @@ class Outputs:
                     raise
                 except Exception as exc:
                     raise _failure(remote.join(state.url, LOCK), exc, state.journal_saved) from None
+            journal = state.snapshot() if state is not None else None  # first: see above
             for copy in list(self._files.values()):  # (a copy: registered meanwhile)
                 self._push_file(copy, final=final)
             if state is not None:
-                state.push()
+                state.push(journal)
 
     def _push_file(self, copy: _Copy, *, final: bool) -> None:
         now = _signature(copy.local)
@@ -472,11 +483,16 @@ class Outputs:
             raise _failure(copy.url, exc, state is None or state.journal_saved) from None
         copy.sent = now
 
-    def close(self, *, push: bool = True) -> None:
-        """Stop the checkpoints, upload what changed (``push``), release the lock, clean up."""
+    def stop(self) -> None:
+        """No more checkpoints (waits for one under way): before the journal says the run
+        finished, which only the last sync may upload, after every rejects file."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def close(self, *, push: bool = True) -> None:
+        """Stop the checkpoints, upload what changed (``push``), release the lock, clean up."""
+        self.stop()
         try:
             if push:
                 self.sync(final=True)
@@ -506,3 +522,23 @@ class Outputs:
         except Exception:
             if not failing:  # an error already on its way out says more
                 raise
+
+
+_current: ContextVar[Outputs | None] = ContextVar("instasent_import_outputs", default=None)
+
+
+@contextlib.contextmanager
+def outputs() -> Iterator[Outputs]:
+    """The :class:`Outputs` of the command under way: the one an enclosing call opened
+    (``retry`` holds the state and runs the import inside), else a new one, closed at the
+    end — so that one sync orders all of a run's uploads."""
+    found = _current.get()
+    if found is not None:
+        yield found
+        return
+    with Outputs() as made:
+        token = _current.set(made)
+        try:
+            yield made
+        finally:
+            _current.reset(token)

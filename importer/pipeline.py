@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from importer import mirror
 from importer.check import fetch_stream
 from importer.chunking import Target
 from importer.client import ApiClient, auth_message
@@ -198,7 +199,7 @@ async def _arun_import(
     state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
     # State and rejects in a bucket: worked on in a local copy, uploaded as the run goes and
     # once more when it ends (importer/mirror.py).
-    with Outputs() as outputs:
+    with mirror.outputs() as outputs:
         if is_url(state_dir):
             state_dir = outputs.state_dir(state_dir, write=not options.dry_run)
             outputs.start()  # the lock's heartbeat from now on
@@ -350,6 +351,7 @@ async def _import(
             raise run.failure
         tally = run.reconciler.finish()
         if journal is not None:
+            outputs.stop()  # a finished journal goes to a bucket after the rejects (mirror.py)
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
         ended = True
     except StorageError:

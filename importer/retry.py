@@ -26,10 +26,10 @@ from typing import Any
 
 import polars as pl
 
+from importer import mirror
 from importer.config import Credentials
 from importer.exceptions import ImporterError, InputError, UsageError
 from importer.journal import DEFAULT_STATE_DIR
-from importer.mirror import Outputs
 from importer.pipeline import ProgressCallback, RunOptions
 from importer.records import SOURCE_FILE, Reject
 from importer.rejects import meta_path
@@ -244,7 +244,7 @@ def retry_rejects(
     :func:`importer.run_import`; a file with no row to retry returns ``report=None``.
     """
     state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
-    with Outputs() as outputs:  # a state directory or rejects file in a bucket (mirror.py)
+    with mirror.outputs() as outputs:  # the state and rejects in a bucket, for the whole retry
         copy = None
         if is_url(rejects):
             copy = outputs.local(rejects, fetch=True)

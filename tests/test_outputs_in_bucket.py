@@ -359,13 +359,13 @@ def test_validate_changed_only_reads_the_state_in_the_bucket(
     tmp_path: Path, s3: S3, sandbox_server: RunningSandbox
 ) -> None:
     data, mapping = _setup(tmp_path, "U1,Ana,ana@x.es\nU2,Bea,bea@x.es\n")
-    state = s3.url("state")
+    state = s3.url("state")  # from the environment, as a CronJob's spec would set it
     code, _, err = _cli(["run", str(data), "--mapping", str(mapping), "--quiet",
-                         "--changed-only", "--state-dir", state], sandbox_server)
+                         "--changed-only"], sandbox_server, INSTASENT_STATE_DIR=state)
     assert code == 0, err
     before = s3.keys("state")
     code, out, err = _cli(["validate", str(data), "--mapping", str(mapping), "--changed-only",
-                           "--state-dir", state, "--output", "json"], sandbox_server)
+                           "--output", "json"], sandbox_server, INSTASENT_STATE_DIR=state)
     assert code == 0, err
     assert json.loads(out)["changed_only"]["contacts"]["unchanged"] == 2
     assert s3.keys("state") == before  # read only
@@ -410,3 +410,21 @@ def test_credentials_refused_mid_run_stop_it_resumably(
     assert box.app.stats()["events"] == n - len(bad)
     rejected = [int(r["_source_row"]) for r in _rows(s3.get("out/r.csv"))]
     assert sorted(rejected) == sorted(bad)
+
+
+def test_parquet_rejects_in_the_bucket_are_uploaded_whole_at_the_end(
+    tmp_path: Path, s3: S3, sandbox_server: RunningSandbox
+) -> None:
+    import polars as pl
+
+    data = tmp_path / "crm.parquet"
+    pl.DataFrame({"customer_id": ["U1", "U2", "U3"], "name": ["Ana", "Íñigo", "Eva"],
+                  "email": ["ana@x.es", "inigo-at-x.es", "eva@x.es"]}).write_parquet(data)
+    mapping = tmp_path / "contacts.yaml"
+    mapping.write_text(MAPPING)
+    code, _, err = _cli(["run", str(data), "--mapping", str(mapping), "--quiet",
+                         "--rejects", s3.url("out/crm.rejects.parquet")], sandbox_server)
+    assert code == 3, err
+    rejects = pl.read_parquet(io.BytesIO(s3.get("out/crm.rejects.parquet")))
+    assert rejects["customer_id"].to_list() == ["U2"]
+    assert rejects["_reject_code"].to_list() == ["invalid_email"]

@@ -60,7 +60,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from importer import remote
-from importer.exceptions import StorageError
+from importer.exceptions import OutputPathError, StorageError
 from importer.rejects import drop_partial_line, drop_partial_record, meta_path
 from importer.statelock import StateBusy
 from importer.storage import storage_error
@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 CHECKPOINT_SECONDS = 10.0
 #: A lock whose heartbeat is older than this is taken over (its holder died elsewhere).
 STALE_SECONDS = 300.0
+#: Checkpoints failing in a row that stop the run (exit 1, resumable).
+FAILED_CHECKPOINTS = 3
 LOCK = "lock"
 JOURNAL = "journal.sqlite"
 MANIFEST = "state.json"
@@ -378,15 +380,17 @@ class Outputs:
         if write:
             state.lock = _Lock(fs, f"{state.root}/{LOCK}", shown)
             state.lock.acquire()
-            self._state = state
         try:
             state.pull()
-        except Exception as exc:
+        except Exception as exc:  # never pushed back: a half-pulled copy would overwrite it
+            if state.lock is not None:
+                with contextlib.suppress(Exception):
+                    state.lock.release()
             what, remedy = remote.problem(exc)
-            from importer.exceptions import OutputPathError
-
             raise OutputPathError(shown, "state directory", f"cannot read it: {what} — "
                                   f"{remedy}") from None
+        if write:
+            self._state = state
         return str(local)
 
     def shown(self, path: str | Path) -> str:
@@ -429,14 +433,21 @@ class Outputs:
 
     def _checkpoints(self) -> None:
         every = checkpoint_seconds()
+        failed = 0
         while not self._stop.wait(every):
             try:
                 self.sync(final=False)
-            except LockLost as exc:  # another process owns the state now: stop the run
-                if self.on_failure is not None:
-                    self.on_failure(exc)
-                return
-            except Exception:  # tried again next time, and at the end, where it is raised
+                failed = 0
+            except StorageError as exc:
+                # A hiccup is tried again next time; a lost lock (another process owns the
+                # state now) or a bucket that keeps refusing (expired credentials) stops the
+                # run rather than send for hours what --resume would send again.
+                failed += 1
+                if isinstance(exc, LockLost) or failed >= FAILED_CHECKPOINTS:
+                    if self.on_failure is not None:
+                        self.on_failure(exc)
+                    return
+            except Exception:  # (a local copy failed) tried again, and raised at the end
                 continue
 
     def sync(self, *, final: bool) -> None:

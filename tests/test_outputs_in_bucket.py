@@ -111,7 +111,7 @@ def test_kill_9_while_journaling_to_the_bucket_then_resume_lands_every_row_once(
     n = 60_000
     data = tmp_path / "events.csv"
     bad = _write_events(data, n)
-    source = str(data)  # the input in the bucket once it can be read there: s3.put(...)
+    source = str(data)  # once inputs can be in a bucket: s3.put("in/events.csv", data.read_bytes())
     mapping = tmp_path / "events.yaml"
     mapping.write_text(EVENTS_MAPPING)
     box = make_sandbox(latency_ms=(10, 20))
@@ -375,11 +375,12 @@ def test_credentials_refused_mid_run_stop_it_resumably(
     tmp_path: Path, s3: S3, make_sandbox: Callable[..., RunningSandbox]
 ) -> None:
     """The bucket stops accepting the run's credentials halfway (an expired session): the
-    run ends with exit 1 and the --resume command, which — once the credentials work —
-    lands every valid row once and every invalid row once in the bucket's rejects file."""
+    run stops after a few failed checkpoints, exit 1 with the --resume command, which — once
+    the credentials work — lands every valid row once and every invalid row once in the
+    bucket's rejects file."""
     import httpx
 
-    n = 20_000
+    n = 40_000
     data = tmp_path / "events.csv"
     bad = _write_events(data, n)
     mapping = tmp_path / "events.yaml"
@@ -388,7 +389,7 @@ def test_credentials_refused_mid_run_stop_it_resumably(
     env = {**s3.env, **box.env(), "INSTASENT_CHECKPOINT_SECONDS": "0.3"}
     cmd = [sys.executable, "-m", "importer", "run", str(data), "--mapping", str(mapping),
            "--rejects", s3.url("out/r.csv"), "--state-dir", s3.url("state"),
-           "--concurrency", "2", "--quiet", "--output", "json"]
+           "--concurrency", "1", "--quiet", "--output", "json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60
@@ -403,6 +404,7 @@ def test_credentials_refused_mid_run_stop_it_resumably(
     assert proc.returncode == 1, err
     assert f"cannot write {s3.url('state/')}" in err and ": access denied — the run stopped;" in err
     assert err.rstrip().endswith("--resume") and "Traceback" not in err
+    assert box.app.stats()["events"] < 0.9 * n  # stopped, not run to the end
 
     final = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True,
                            timeout=120, check=False)

@@ -371,6 +371,7 @@ def test_validate_changed_only_reads_the_state_in_the_bucket(
     assert s3.keys("state") == before  # read only
 
 
+@pytest.mark.slow
 def test_credentials_refused_mid_run_stop_it_resumably(
     tmp_path: Path, s3: S3, make_sandbox: Callable[..., RunningSandbox]
 ) -> None:
@@ -430,3 +431,16 @@ def test_parquet_rejects_in_the_bucket_are_uploaded_whole_at_the_end(
     rejects = pl.read_parquet(io.BytesIO(s3.get("out/crm.rejects.parquet")))
     assert rejects["customer_id"].to_list() == ["U2"]
     assert rejects["_reject_code"].to_list() == ["invalid_email"]
+
+
+def test_resume_with_nothing_in_the_bucket_names_the_bucket(
+    tmp_path: Path, s3: S3, sandbox_server: RunningSandbox
+) -> None:
+    data, mapping = _setup(tmp_path, ROWS)
+    code, _, err = _cli(["run", str(data), "--mapping", str(mapping), "--quiet", "--resume",
+                         "--state-dir", s3.url("state")], sandbox_server)
+    assert code == 2, err
+    assert ("no earlier run of these inputs with this mapping is recorded in "
+            f"{s3.url('state')}; nothing to resume") in err
+    assert sandbox_server.app.stats()["requests_total"] == 0
+    assert s3.keys("state") == ["state/journal.sqlite"]  # the lock released; nothing else

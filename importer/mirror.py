@@ -396,8 +396,8 @@ class Outputs:
     def shown(self, path: str | Path) -> str:
         """A path of the working copy as the URL it stands for (for messages)."""
         if self._state is not None and Path(path).is_relative_to(self._state.local):
-            return remote.join(self._state.url, Path(path).relative_to(self._state.local)
-                               .as_posix())
+            inside = Path(path).relative_to(self._state.local).as_posix()
+            return self._state.url if inside == "." else remote.join(self._state.url, inside)
         return str(path)
 
     def local(self, path: str, *, fetch: bool = False) -> str:

@@ -444,3 +444,31 @@ def test_resume_with_nothing_in_the_bucket_names_the_bucket(
             f"{s3.url('state')}; nothing to resume") in err
     assert sandbox_server.app.stats()["requests_total"] == 0
     assert s3.keys("state") == ["state/journal.sqlite"]  # the lock released; nothing else
+
+
+def test_a_crash_log_goes_to_the_bucket_and_the_run_resumes_from_it(
+    tmp_path: Path, s3: S3, make_sandbox: Callable[..., RunningSandbox]
+) -> None:
+    from tests.test_run_failures import BROKEN_WRITER, _data
+
+    n, bad = 300, {15, 55, 95, 135, 175}
+    data, mapping = _data(tmp_path, n, bad)
+    box = make_sandbox(latency_ms=(2, 4))
+    env = {**s3.env, **box.env()}
+    args = ["run", str(data), "--mapping", str(mapping), "--rejects", s3.url("out/r.csv"),
+            "--state-dir", s3.url("state"), "--batch-size", "10", "--concurrency", "2",
+            "--quiet"]
+    crashed = subprocess.run([sys.executable, "-c", BROKEN_WRITER, *args], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert crashed.returncode == 1, crashed.stderr
+    (log,) = [k for k in s3.keys("state") if k.startswith("state/crash-")]
+    assert f"the traceback is in {s3.url(log)}" in crashed.stderr
+    text = s3.get(log).decode()
+    assert "injected: the rejects writer failed" in text and box.settings.token not in text
+
+    resumed = subprocess.run([sys.executable, "-m", "importer", *args, "--resume"], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert resumed.returncode == 3, resumed.stderr
+    landed = {i for i in range(1, n + 1) if box.app.get_contact(f"U{i}") is not None}
+    assert landed == set(range(1, n + 1)) - bad
+    assert sorted(int(r["_source_row"]) for r in _rows(s3.get("out/r.csv"))) == sorted(bad)

@@ -34,6 +34,7 @@ from importer.outage import OutageState
 from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
+from importer.remote import is_url, join, public
 from importer.resume import Earlier
 from importer.sources import iter_batches
 from importer.storage import (
@@ -461,7 +462,12 @@ def _without(batch: SourceBatch, done: pl.Series | None) -> tuple[SourceBatch, i
 
 
 def run_rejects_path(plan: Plan, options: RunOptions) -> str:
-    """``--rejects``, else the caller's choice for a fresh run, else beside the first input."""
+    """``--rejects``, else the caller's choice for a fresh run, else beside the first input
+    (in its bucket, for an input read from one)."""
     first = plan.sources[0]
-    return (options.rejects_path or options.fresh_rejects_path
-            or str(default_rejects_path(first.path, first.format)))
+    if options.rejects_path or options.fresh_rejects_path:
+        return options.rejects_path or options.fresh_rejects_path or ""
+    if is_url(first.path):
+        folder, name = public(first.path).rsplit("/", 1)
+        return join(folder, default_rejects_path(name, first.format).name)
+    return str(default_rejects_path(first.path, first.format))

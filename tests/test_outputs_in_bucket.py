@@ -472,3 +472,17 @@ def test_a_crash_log_goes_to_the_bucket_and_the_run_resumes_from_it(
     landed = {i for i in range(1, n + 1) if box.app.get_contact(f"U{i}") is not None}
     assert landed == set(range(1, n + 1)) - bad
     assert sorted(int(r["_source_row"]) for r in _rows(s3.get("out/r.csv"))) == sorted(bad)
+
+
+def test_the_default_rejects_file_of_a_bucket_input_is_beside_it(tmp_path: Path) -> None:
+    import dataclasses
+
+    from importer.pipeline import RunOptions, plan_import
+    from importer.runstate import run_rejects_path
+
+    data, mapping = _setup(tmp_path, ROWS)
+    plan = plan_import([str(data)], mapping)
+    url = "s3://exports/crm/2026-12-01.csv.gz?X-Amz-Signature=secret"
+    plan = dataclasses.replace(plan, sources=(dataclasses.replace(plan.sources[0], path=url),))
+    assert run_rejects_path(plan, RunOptions()) == "s3://exports/crm/2026-12-01.rejects.csv"
+    assert run_rejects_path(plan, RunOptions(rejects_path="r.csv")) == "r.csv"

@@ -302,7 +302,7 @@ class _State:
         try:
             if copy:  # a file appended to meanwhile (an acknowledgement log): a stable copy
                 staged = self.scratch / "upload"
-                shutil.copyfile(source, staged)
+                _private_copy(source, staged)
                 source = staged
             self.fs.put_file(str(source), f"{self.root}/{name}")
         except Exception as exc:
@@ -321,8 +321,14 @@ def _failure(url: str, exc: BaseException, resumable: bool) -> StorageError:
         "without --resume once fixed (rows already sent are sent again, which is safe)"))
 
 
+def _private_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``, created mode 0600 (personal data, like the original)."""
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    shutil.copyfile(source, target)
+
+
 def _backup(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # empty, private
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(target)
@@ -433,11 +439,14 @@ class Outputs:
 
     def _checkpoints(self) -> None:
         every = checkpoint_seconds()
-        failed = 0
-        while not self._stop.wait(every):
+        failed, took = 0, 0.0
+        # (a sync that takes long — a large rejects file — is followed by a longer pause:
+        # uploads take at most a third of the time)
+        while not self._stop.wait(max(every, 2 * took)):
+            began = time.monotonic()
             try:
                 self.sync(final=False)
-                failed = 0
+                failed, took = 0, time.monotonic() - began
             except StorageError as exc:
                 # A hiccup is tried again next time; a lost lock (another process owns the
                 # state now) or a bucket that keeps refusing (expired credentials) stops the
@@ -477,7 +486,7 @@ class Outputs:
         if suffix == ".parquet" and not final:
             return  # valid only once closed
         staged = self.scratch / "upload"
-        shutil.copyfile(copy.local, staged)
+        _private_copy(copy.local, staged)
         if suffix == ".csv":
             drop_partial_record(staged)
         elif suffix == ".ndjson":

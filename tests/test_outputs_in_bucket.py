@@ -486,3 +486,21 @@ def test_the_default_rejects_file_of_a_bucket_input_is_beside_it(tmp_path: Path)
     plan = dataclasses.replace(plan, sources=(dataclasses.replace(plan.sources[0], path=url),))
     assert run_rejects_path(plan, RunOptions()) == "s3://exports/crm/2026-12-01.rejects.csv"
     assert run_rejects_path(plan, RunOptions(rejects_path="r.csv")) == "r.csv"
+
+
+def test_the_local_working_copy_is_private_and_removed_at_the_end(s3: S3) -> None:
+    import stat
+
+    from importer.mirror import Outputs
+
+    s3.put("state/changed/p.d.x/contacts/m/h/state.json", b"{}")
+    with Outputs() as outputs:
+        local = Path(outputs.state_dir(s3.url("state")))
+        pulled = local / "changed/p.d.x/contacts/m/h/state.json"
+        assert pulled.read_bytes() == b"{}"
+        assert stat.S_IMODE(pulled.stat().st_mode) == 0o600
+        assert stat.S_IMODE(local.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(pulled.parent.stat().st_mode) == 0o700
+        assert "state/lock" in s3.keys("state")
+    assert not local.exists()
+    assert s3.keys("state") == ["state/changed/p.d.x/contacts/m/h/state.json"]

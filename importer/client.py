@@ -359,9 +359,10 @@ class ApiClient:
     ``httpx.AsyncClient``: what the client adds on top of the transport — merging a path with
     its base URL, cookie jars, auth flows, redirects, event hooks, the proxy mount — is either
     unused here or decided once above (the proxy: :func:`importer.network.resolve_route`, as
-    the client's own ``proxy=`` did), and cost ~0.25 ms of the event loop's thread a request,
-    a fifth of what a request costs it (bench/results/transport.md). The transport is the
-    one an ``AsyncClient`` builds (``httpx.AsyncHTTPTransport``), with the same settings.
+    the client's own ``proxy=`` did), and cost ~0.3 ms of the event loop's thread a request,
+    a fifth to a quarter of what a request cost it (bench/results/transport.md). The
+    transport is the one an ``AsyncClient`` builds (``httpx.AsyncHTTPTransport``), with the
+    same settings.
     """
 
     def __init__(

@@ -465,7 +465,8 @@ class Uploader:
             self._on_unsent(chunk)
             return
         if result is not None:
-            self.gate.observe(chunk, result.outcomes)
+            if not result.all_accepted:  # (nearly every answer: nothing to learn from it)
+                self.gate.observe(chunk, result.outcomes)
             self._on_result(result)
             return
         # A whole-batch refusal: halve until the offending items stand alone.

@@ -362,3 +362,28 @@ def test_a_presigned_query_never_leaves_the_process(
         assert "0123456789abcdef" not in text and "AKIAEXAMPLE" not in text
     assert web.url("orders.csv") in report.read_text()
     assert any(SECRET in r for r in web.requests)  # it was used to read, all the same
+
+
+def test_validate_and_delete_take_bucket_urls(
+    s3: S3, tmp_path: Path, sandbox_server: RunningSandbox
+) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("version: 1\ntarget: contacts\nfields:\n  _user_id: customer_id\n"
+                       "  _email: {column: email, type: email}\n")
+    s3.put("exports/a.csv", CSV)
+    s3.put("exports/b.csv", b"customer_id,email\nU9,bad-email\n")
+    checked = CliRunner().invoke(cli, ["validate", s3.url("exports/"), "--mapping",
+                                       str(mapping), "--output", "json"])
+    assert checked.exit_code == 3, checked.output  # U9's email would be rejected
+    summary = json.loads(checked.stdout)
+    assert (summary["rows_read"], summary["rejected"]) == (4, 1)
+    for user in ("U1", "U2"):
+        sandbox_server.app.store.upsert_contact(user, {"_email": f"{user}@x.es"})
+    s3.put("gdpr/ids.csv", b"customer_id\nU1\nU2\n")
+    # (--rejects local: a rejects file in the bucket is the outputs' part of issue 17)
+    deleted = CliRunner().invoke(cli, ["delete", s3.url("gdpr/ids.csv"), "--column",
+                                       "customer_id", "--yes", "--rejects",
+                                       str(tmp_path / "d.csv")], env=sandbox_server.env())
+    assert deleted.exit_code == 0, deleted.output
+    assert "deleted                          2" in deleted.stderr
+    assert sandbox_server.app.get_contact("U1") is None

@@ -189,7 +189,35 @@ class RemoteFile:
         if found and self.version and found != self.version:
             handle.close()
             raise InputChanged(self.shown, self.version, found)
-        return cast(BinaryIO, handle)
+        return cast(BinaryIO, _Pinned(handle, self))
+
+
+class _Pinned:
+    """The object's file, with the store's "no longer this version" refusal of a read
+    raised as :class:`InputChanged` rather than an ``OSError``, so that no reader's handling
+    of damaged files (pyarrow re-raises a Python file's own exception) mistakes it."""
+
+    def __init__(self, handle: Any, origin: RemoteFile) -> None:
+        self._handle = handle
+        self._origin = origin
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._handle.read(size))
+        except OSError as exc:
+            raise self._translated(exc) from None
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return int(self._handle.readinto(buffer))
+        except OSError as exc:
+            raise self._translated(exc) from None
+
+    def _translated(self, exc: OSError) -> Exception:
+        return InputChanged(self._origin.shown, self._origin.version, "") if changed(exc) else exc
+
+    def __getattr__(self, name: str) -> Any:  # seek, tell, close, closed, size, ...
+        return getattr(self._handle, name)
 
 
 def remote_file(url: str, info: Mapping[str, Any]) -> RemoteFile:

@@ -295,6 +295,24 @@ def test_a_read_refused_by_the_store_as_changed_raises_input_changed(s3: S3) -> 
                                         "being read")
 
 
+def test_a_parquet_object_replaced_mid_read_raises_input_changed(
+    s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(remote, "RANGE_BLOCK", 64 * 1024)
+    monkeypatch.setattr(remote, "RANGE_BLOCKS", 2)
+    frame = pl.DataFrame({"customer_id": [f"U{i:07d}" for i in range(200_000)]})
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, row_group_size=20_000, compression="uncompressed")
+    s3.put("a.parquet", buffer.getvalue())
+    (source,) = resolve_inputs([s3.url("a.parquet")])
+    batches = iter_all([source], ReadOptions(batch_rows=20_000))
+    assert next(batches).frame.height == 20_000
+    s3.put("a.parquet", buffer.getvalue() + b"\0")
+    with pytest.raises(InputChanged, match="the object changed while it was being read"):
+        for _ in batches:
+            pass
+
+
 # --- the web ----------------------------------------------------------------------------
 
 SECRET = "X-Amz-Signature=0123456789abcdef&X-Amz-Credential=AKIAEXAMPLE"

@@ -16,8 +16,8 @@ from typing import BinaryIO, Protocol, TypeVar, cast
 
 import zstandard
 
-from importer.exceptions import ImporterError, InputChanged, InputError
-from importer.remote import RemoteFile, changed, problem
+from importer.exceptions import InputError
+from importer.remote import RemoteFile, problem
 from importer.sources import limits
 
 _T = TypeVar("_T")
@@ -61,9 +61,7 @@ def _open_binary(
     return raw, cast(_Readable, raw)
 
 
-def _corrupt(path: str, exc: BaseException) -> ImporterError:
-    if changed(exc):  # s3fs refused a range: the object is no longer the version opened
-        return InputChanged(path, "inspected", "")
+def _corrupt(path: str, exc: BaseException) -> InputError:
     if isinstance(exc, OSError) and "://" in path:  # the service failed, not the data
         what, remedy = problem(exc)
         return InputError(path, f"cannot be read: {what}", remedy)

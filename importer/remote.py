@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from importer.exceptions import ConfigError, InputChanged
+from importer.exceptions import ConfigError, ImporterError, InputChanged, InputError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -174,8 +174,23 @@ class RemoteFile:
         ``ranges``: random access (Parquet) through a small block cache; else a sequential
         stream (one GET on the web, where a server need not support ranges). Raises
         :class:`InputChanged` when the object is no longer the version inspected; S3 reads
-        are then pinned to that ETag by s3fs (``If-Match`` on every range request).
+        are then pinned to that ETag by s3fs (``If-Match`` on every range request). Any other
+        failure to open is an :class:`InputError` naming it (:func:`problem`).
         """
+        try:
+            handle = self._open(ranges)
+        except ImporterError:
+            raise
+        except Exception as exc:  # the storage client's own errors (OSError, botocore, aiohttp)
+            what, remedy = problem(exc)
+            raise InputError(self.shown, f"cannot be read: {what}", remedy) from None
+        found = _version(_opened_details(handle))
+        if found and self.version and found != self.version:
+            handle.close()
+            raise InputChanged(self.shown, self.version, found)
+        return cast(BinaryIO, _Pinned(handle, self))
+
+    def _open(self, ranges: bool) -> Any:
         fs, path = filesystem(self.url)
         if ranges:
             options: dict[str, Any] = {"block_size": RANGE_BLOCK, "cache_type": "blockcache",
@@ -184,12 +199,7 @@ class RemoteFile:
             options = {"block_size": 0}  # streamed: works whether or not ranges are served
         else:
             options = {"block_size": STREAM_BLOCK, "cache_type": "readahead"}
-        handle = fs.open(path, "rb", **options)
-        found = _version(_opened_details(handle))
-        if found and self.version and found != self.version:
-            handle.close()
-            raise InputChanged(self.shown, self.version, found)
-        return cast(BinaryIO, _Pinned(handle, self))
+        return fs.open(path, "rb", **options)
 
 
 class _Pinned:
@@ -204,17 +214,23 @@ class _Pinned:
     def read(self, size: int = -1) -> bytes:
         try:
             return bytes(self._handle.read(size))
-        except OSError as exc:
+        except Exception as exc:
             raise self._translated(exc) from None
 
     def readinto(self, buffer: Any) -> int:
         try:
             return int(self._handle.readinto(buffer))
-        except OSError as exc:
+        except Exception as exc:
             raise self._translated(exc) from None
 
-    def _translated(self, exc: OSError) -> Exception:
-        return InputChanged(self._origin.shown, self._origin.version, "") if changed(exc) else exc
+    def _translated(self, exc: Exception) -> Exception:
+        """A refused version → InputChanged; any other failure an OSError (what readers
+        take for an unreadable file) whose text holds no URL query."""
+        if changed(exc):
+            return InputChanged(self._origin.shown, self._origin.version, "")
+        if isinstance(exc, OSError):
+            return exc
+        return OSError(scrub(f"{type(exc).__name__}: {exc}"))
 
     def __getattr__(self, name: str) -> Any:  # seek, tell, close, closed, size, ...
         return getattr(self._handle, name)

@@ -405,3 +405,17 @@ def test_validate_and_delete_take_bucket_urls(
     assert deleted.exit_code == 0, deleted.output
     assert "deleted                          2" in deleted.stderr
     assert sandbox_server.app.get_contact("U1") is None
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_web_file_gone_after_inspection_is_named_without_its_query(
+    tmp_path: Path, ranges: bool
+) -> None:
+    (tmp_path / "a.csv").write_bytes(CSV)
+    with serving(tmp_path, ranges=ranges) as web:
+        (source,) = resolve_inputs([web.url(f"a.csv?{SECRET}")])
+        (tmp_path / "a.csv").unlink()
+        with pytest.raises(InputError) as caught:
+            list(iter_all([source]))
+    assert str(caught.value).startswith(f"{web.url('a.csv')}: cannot be read: no such object")
+    assert "0123456789abcdef" not in str(caught.value)

@@ -28,11 +28,7 @@ def _open_parquet(path: str, origin: RemoteFile | None = None) -> pq.ParquetFile
     block cache, never downloaded whole."""
     import pyarrow.parquet as pq  # only Parquet inputs need pyarrow (start-up cost)
 
-    try:
-        source = origin.open(ranges=True) if origin else path
-    except OSError as exc:
-        what, remedy = problem(exc)
-        raise InputError(path, f"cannot be read: {what}", remedy) from None
+    source = origin.open(ranges=True) if origin else path
     try:
         # No pre-buffering: it holds every column chunk of a row group at once (580 MB for
         # one of 500 rows by 20,000 columns); a small read buffer per column instead.

@@ -85,9 +85,7 @@ class _TextStream:
         self.path = path
         try:
             self._raw, self._stream = _open_binary(path, compression, origin)
-        except OSError as exc:
-            if origin is not None:
-                raise _corrupt(path, exc) from None
+        except OSError as exc:  # (an object's failure to open is an InputError already)
             raise InputError(path, f"cannot be read: {exc.strerror}", "check the path") from None
         self._decoder = (
             None if _is_utf8(encoding) else codecs.getincrementaldecoder(encoding)(_UNDECODABLE)
@@ -142,12 +140,7 @@ def _read_raw_sample(
     path: str, compression: str | None, size: int, origin: RemoteFile | None = None
 ) -> tuple[bytes, bool]:
     """The first ``size`` decompressed bytes, and whether that is the whole file."""
-    try:
-        raw, stream = _open_binary(path, compression, origin)
-    except OSError as exc:
-        if origin is None:
-            raise
-        raise _corrupt(path, exc) from None
+    raw, stream = _open_binary(path, compression, origin)
     try:
         parts: list[bytes] = []
         have = 0

@@ -419,3 +419,26 @@ def test_a_web_file_gone_after_inspection_is_named_without_its_query(
             list(iter_all([source]))
     assert str(caught.value).startswith(f"{web.url('a.csv')}: cannot be read: no such object")
     assert "0123456789abcdef" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("small_reads")
+def test_a_run_from_the_bucket_stopped_midway_resumes_as_the_same_run(
+    s3: S3, tmp_path: Path, sandbox_server: RunningSandbox
+) -> None:
+    mapping, body = _orders_object(s3, tmp_path, 3_000)
+    valid = sum(1 for line in body.decode().splitlines()[1:]
+                if "not-an-email" not in line and "31/02/2024" not in line)
+    args = ["run", s3.url("orders.csv"), "--mapping", str(mapping), "--rejects",
+            str(tmp_path / "r.csv"), "--quiet", "--output", "json"]
+    # stops at the 60th reject, a quarter into the export: exit 1, the journal kept
+    first = CliRunner().invoke(cli, [*args, "--max-rejects", "60"], env=sandbox_server.env())
+    assert first.exit_code == 1, first.output
+    before = json.loads(first.stdout)
+    assert before["not_attempted"] > 0, before
+    resumed = CliRunner().invoke(cli, [*args, "--resume"], env=sandbox_server.env())
+    assert resumed.exit_code == 3, resumed.output
+    after = json.loads(resumed.stdout)
+    # the object's identity (URL, size, ETag) matched: the same run, its rejects not redone
+    assert (after["resumed"], after["run_id"]) == (True, before["run_id"])
+    assert (after["rejected_before"], after["skipped_done"]) == (60, 60)
+    assert after["accepted"] == valid == sandbox_server.app.stats()["events"]

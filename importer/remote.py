@@ -112,10 +112,10 @@ def problem(exc: BaseException) -> tuple[str, str]:
     """
     text = str(exc)
     lowered = text.lower()
-    status = getattr(exc.__cause__, "status", None)  # fsspec's http: FileNotFoundError from a 403
-    if status in (401, 403):
-        lowered += " forbidden"
-    elif isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered or "404" in lowered:
+    # fsspec's http reports any failed HEAD/GET as FileNotFoundError: the answer is its cause
+    refused = getattr(exc.__cause__, "status", None) in (401, 403)
+    if not refused and (isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered
+                        or "404" in lowered):
         return ("no such object or bucket",
                 "check the URL (bucket, prefix and name) and the account it is read with")
     if "unable to locate credentials" in lowered or type(exc).__name__ == "NoCredentialsError":
@@ -125,7 +125,7 @@ def problem(exc: BaseException) -> tuple[str, str]:
     if any(code in lowered for code in ("expiredtoken", "token has expired", "expired")):
         return ("the credentials have expired",
                 "renew them (e.g. aws sso login, or the role's session) and run again")
-    if isinstance(exc, PermissionError) or any(
+    if refused or isinstance(exc, PermissionError) or any(
         code in lowered for code in ("accessdenied", "access denied", "forbidden", "403",
                                      "invalidaccesskeyid", "signaturedoesnotmatch")):
         return ("access denied",
@@ -157,7 +157,9 @@ class RemoteFile:
 
     url: str = field(repr=False)  # opened with; may hold a presigned query: never shown
     size: int | None
-    version: str  # ETag, generation or modification time ("" when the service gives none)
+    #: ``ETag="…"``, ``generation=…`` or a modification time, as the listing gave it ("" when
+    #: the service gives none): compared with the same field whenever the object is opened
+    version: str
 
     @property
     def shown(self) -> str:
@@ -184,10 +186,11 @@ class RemoteFile:
         except Exception as exc:  # the storage client's own errors (OSError, botocore, aiohttp)
             what, remedy = problem(exc)
             raise InputError(self.shown, f"cannot be read: {what}", remedy) from None
-        found = _version(_opened_details(handle))
-        if found and self.version and found != self.version:
+        key, _, _ = self.version.partition("=")
+        found = _opened_details(handle).get(key) if key else None
+        if found and f"{key}={found}" != self.version:
             handle.close()
-            raise InputChanged(self.shown, self.version, found)
+            raise InputChanged(self.shown, self.version, f"{key}={found}")
         return cast(BinaryIO, _Pinned(handle, self))
 
     def _open(self, ranges: bool) -> Any:
@@ -244,7 +247,7 @@ def remote_file(url: str, info: Mapping[str, Any]) -> RemoteFile:
 def _version(info: Mapping[str, Any]) -> str:
     for key in _VERSION_KEYS:
         if info.get(key):
-            return str(info[key])
+            return f"{key}={info[key]}"
     return ""
 
 

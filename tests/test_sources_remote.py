@@ -442,3 +442,14 @@ def test_a_run_from_the_bucket_stopped_midway_resumes_as_the_same_run(
     assert (after["resumed"], after["run_id"]) == (True, before["run_id"])
     assert (after["rejected_before"], after["skipped_done"]) == (60, 60)
     assert after["accepted"] == valid == sandbox_server.app.stats()["events"]
+
+
+def test_a_web_file_rewritten_after_inspection_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(CSV)
+    with serving(tmp_path, ranges=True) as web:  # (this server sends an ETag)
+        (source,) = resolve_inputs([web.url(f"a.csv?{SECRET}")])
+        (tmp_path / "a.csv").write_bytes(CSV + b"U4;d@x.es;Vigo\n")
+        with pytest.raises(InputChanged) as caught:
+            list(iter_all([source]))
+    assert str(caught.value).startswith(f"{web.url('a.csv')}: the object changed while it was "
+                                        'being read (version ETag="')

@@ -274,6 +274,9 @@ def expand(url: str) -> list[RemoteFile]:
     Raises OSError (``FileNotFoundError`` included) as the service failed: see :func:`problem`.
     """
     fs, path = filesystem(url)
+    # fsspec keeps one filesystem per process and its listings without expiry: a scheduler's
+    # long-lived worker would see last night's objects
+    fs.invalidate_cache()
     if is_web(url):
         return [remote_file(url, fs.info(path))]
     if any(ch in path for ch in "*?["):

@@ -88,6 +88,18 @@ def small_reads(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(limits, name, 16 * 1024)
 
 
+def test_a_listing_is_fresh_in_a_long_lived_process(s3: S3) -> None:
+    s3.put("exports/2026-11-01.csv", CSV)
+    assert [s.path for s in resolve_inputs([s3.url("exports/")])] == [
+        s3.url("exports/2026-11-01.csv")]
+    s3.put("exports/2026-11-02.csv", CSV)  # the next night's export
+    s3.put("exports/2026-11-01.csv", CSV + b"U4;d@x.es;Vigo\n")  # and a re-export
+    again = resolve_inputs([s3.url("exports/")])
+    assert [s.path for s in again] == [s3.url("exports/2026-11-01.csv"),
+                                       s3.url("exports/2026-11-02.csv")]
+    assert len(_read(again)) == 7
+
+
 @pytest.mark.usefixtures("small_reads")
 def test_an_object_is_streamed_by_ranges_not_downloaded_whole(s3: S3) -> None:
     body = b"customer_id,email\n" + b"".join(b"U%d,u%d@x.es\n" % (i, i) for i in range(40_000))

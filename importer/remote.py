@@ -160,6 +160,9 @@ class RemoteFile:
     #: ``ETag="…"``, ``generation=…`` or a modification time, as the listing gave it ("" when
     #: the service gives none): compared with the same field whenever the object is opened
     version: str
+    #: Bytes per range request when streaming, if not :data:`STREAM_BLOCK` (inspection
+    #: reads only a sample and a header)
+    block: int = field(default=0, compare=False)
 
     @property
     def shown(self) -> str:
@@ -201,7 +204,7 @@ class RemoteFile:
         elif is_web(self.url):
             options = {"block_size": 0}  # streamed: works whether or not ranges are served
         else:
-            options = {"block_size": STREAM_BLOCK, "cache_type": "readahead"}
+            options = {"block_size": self.block or STREAM_BLOCK, "cache_type": "readahead"}
         return fs.open(path, "rb", **options)
 
 
@@ -227,16 +230,23 @@ class _Pinned:
             raise self._translated(exc) from None
 
     def _translated(self, exc: Exception) -> Exception:
-        """A refused version → InputChanged; any other failure an OSError (what readers
-        take for an unreadable file) whose text holds no URL query."""
+        """A refused version → InputChanged; any other failure → :class:`ReadFailed`."""
         if changed(exc):
             return InputChanged(self._origin.shown, self._origin.version, "")
-        if isinstance(exc, OSError):
-            return exc
-        return OSError(scrub(f"{type(exc).__name__}: {exc}"))
+        return ReadFailed(*problem(exc))
 
     def __getattr__(self, name: str) -> Any:  # seek, tell, close, closed, size, ...
         return getattr(self._handle, name)
+
+
+class ReadFailed(OSError):
+    """Reading an object failed in the storage client or the network, not in its data
+    (an OSError, as readers expect of a file); ``what`` and ``remedy`` from :func:`problem`."""
+
+    def __init__(self, what: str, remedy: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.remedy = remedy
 
 
 def remote_file(url: str, info: Mapping[str, Any]) -> RemoteFile:

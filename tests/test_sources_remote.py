@@ -465,3 +465,9 @@ def test_a_web_file_rewritten_after_inspection_is_not_read(tmp_path: Path) -> No
             list(iter_all([source]))
     assert str(caught.value).startswith(f"{web.url('a.csv')}: the object changed while it was "
                                         'being read (version ETag="')
+
+
+def test_a_damaged_gzip_object_is_named_as_damaged_data_not_a_storage_failure(s3: S3) -> None:
+    s3.put("a.csv.gz", gzip.compress(CSV)[:-12] + b"not gzip at all")
+    with pytest.raises(InputError, match="the compressed data is damaged"):
+        list(iter_all(resolve_inputs([s3.url("a.csv.gz")])))

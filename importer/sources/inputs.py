@@ -3,6 +3,7 @@ the entry points that stream any of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import glob
 import os
@@ -12,6 +13,7 @@ from importer import remote
 from importer.exceptions import ImporterError, InputChanged, InputError
 from importer.records import SourceBatch
 from importer.remote import RemoteFile
+from importer.sources import limits
 from importer.sources.csv_header import NotDelimitedText, _inspect_csv
 from importer.sources.csv_read import _iter_csv
 from importer.sources.model import Format, ReadOptions, SourceFile
@@ -256,11 +258,14 @@ def inspect_file(
                              "pass it to resolve_inputs, which lists them")
         origin = objects[0]
         path = origin.shown
+    # (a sample and a header are read: blocks of READ_BLOCK, not the 8 MiB of streaming)
+    sampled = dataclasses.replace(origin, block=limits.READ_BLOCK) if origin else None
     try:
-        return _inspect(path, options, origin)
+        source = _inspect(path, options, sampled)
     except InputChanged as exc:
         raise InputError(path, "the object changed while it was being inspected",
                          "run again once the export is complete; nothing was sent") from exc
+    return dataclasses.replace(source, origin=origin)
 
 
 def _inspect(path: str, options: ReadOptions, origin: RemoteFile | None) -> SourceFile:

@@ -10,7 +10,7 @@ import polars as pl
 
 from importer.exceptions import InputError
 from importer.records import SourceBatch
-from importer.remote import RemoteFile, changed, problem, scrub
+from importer.remote import ReadFailed, RemoteFile, scrub
 from importer.sources import limits
 from importer.sources.batches import _with_provenance
 from importer.sources.model import ReadOptions, SourceFile, _check_names
@@ -41,9 +41,8 @@ def _open_parquet(path: str, origin: RemoteFile | None = None) -> pq.ParquetFile
                                    "Parquet needs (its footer is at the end)",
                              "serve it from a bucket or a server that supports ranges, or "
                              "download it and pass the local file") from None
-        if origin is not None and isinstance(exc, OSError) and not changed(exc):
-            what, remedy = problem(exc)
-            raise InputError(path, f"cannot be read: {what}", remedy) from None
+        if isinstance(exc, ReadFailed):
+            raise InputError(path, f"cannot be read: {exc.what}", exc.remedy) from None
         raise InputError(path, f"is not a readable Parquet file ({scrub(str(exc))})",
                          "check that it really is Parquet, or re-export it") from None
 

@@ -17,7 +17,7 @@ from typing import BinaryIO, Protocol, TypeVar, cast
 import zstandard
 
 from importer.exceptions import InputError
-from importer.remote import RemoteFile, problem
+from importer.remote import ReadFailed, RemoteFile
 from importer.sources import limits
 
 _T = TypeVar("_T")
@@ -62,9 +62,8 @@ def _open_binary(
 
 
 def _corrupt(path: str, exc: BaseException) -> InputError:
-    if isinstance(exc, OSError) and "://" in path:  # the service failed, not the data
-        what, remedy = problem(exc)
-        return InputError(path, f"cannot be read: {what}", remedy)
+    if isinstance(exc, ReadFailed):  # the storage service failed, not the data
+        return InputError(path, f"cannot be read: {exc.what}", exc.remedy)
     return InputError(path, f"the compressed data is damaged ({exc})",
                       "re-download or re-compress the file; nothing after this point was read")
 

@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from importer import __version__
@@ -57,15 +58,17 @@ def write_log(state_dir: str | Path, exc: BaseException, *, secrets: tuple[str, 
 
 
 def stopped(exc: BaseException, *, state_dir: str | Path, secrets: tuple[str, ...],
-            run_id: str) -> ImporterError:
+            run_id: str, shown: Callable[[Path], str] = str) -> ImporterError:
     """What to raise for an error that ended a run: an error of the importer's own as it is;
-    anything else as :class:`RunCrashed`, its traceback logged."""
+    anything else as :class:`RunCrashed`, its traceback logged. ``shown``: how the message
+    names the log (a state directory in a bucket: its URL, where it is uploaded)."""
     error = first_error(exc)
     if isinstance(error, ImporterError):
         return error
     try:
-        log: Path | None = write_log(state_dir, exc, secrets=secrets, run_id=run_id)
-        where = f"the traceback is in {log}"
+        written = write_log(state_dir, exc, secrets=secrets, run_id=run_id)
+        log: Path | None = written
+        where = f"the traceback is in {shown(written)}"
     except OSError as why:  # the disk that failed the run may fail the log too
         log = None
         where = f"no log could be written ({why.strerror or why})"

@@ -129,14 +129,18 @@ class StorageError(ImporterError):
 
     exit_code = 1
 
-    def __init__(self, path: str, reason: str, *, resumable: bool = True) -> None:
+    def __init__(self, path: str, reason: str, *, resumable: bool = True,
+                 remedy: str | None = None) -> None:
         self.path = path
         self.reason = reason
         self.resumable = resumable
+        self.remedy = remedy  # what to fix (default: free space or fix the permission)
         text = f"cannot write {path}: {reason}"
         if resumable:
-            text += (" — the run stopped; free space or fix the permission, then re-run with "
-                     "--resume")
+            text += (f" — the run stopped; {remedy or 'free space or fix the permission'}, "
+                     "then re-run with --resume")
+        elif remedy:
+            text += f" — {remedy}"
         super().__init__(text)
 
 

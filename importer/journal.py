@@ -74,8 +74,10 @@ class RunRecord:
 class Journal:
     """One state directory's journal. Not thread-safe: the reconciler is its only writer."""
 
-    def __init__(self, state_dir: str | Path = DEFAULT_STATE_DIR) -> None:
+    def __init__(self, state_dir: str | Path = DEFAULT_STATE_DIR, *,
+                 shown: str | None = None) -> None:
         self.dir = Path(state_dir)
+        self.shown = shown or str(self.dir)  # as messages name it (a bucket's URL)
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.dir / "journal.sqlite"
         fresh = not self.path.exists()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from importer import mirror
 from importer.check import fetch_stream
 from importer.chunking import Target
 from importer.client import ApiClient, auth_message
@@ -37,8 +38,10 @@ from importer.mapping import (
     MappingSpec,
     load_and_compile,
 )
+from importer.mirror import Outputs
 from importer.records import Reject
 from importer.redaction import hidden, redact
+from importer.remote import is_url, public
 from importer.report import ImportReport
 from importer.resume import Earlier, ResumeMode, prepare, refuse_if_unfinished
 from importer.runstate import Progress as Progress
@@ -198,6 +201,28 @@ async def _arun_import(
     plan = plan_import(inputs, mapping, options.read)
     started = time.monotonic()
     state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    # State and rejects in a bucket: worked on in a local copy, uploaded as the run goes and
+    # once more when it ends (importer/mirror.py).
+    with mirror.outputs() as outputs:
+        if is_url(state_dir):
+            state_dir = outputs.state_dir(state_dir, write=not options.dry_run)
+            outputs.start()  # the lock's heartbeat from now on
+        return await _changes_and_import(plan, credentials, options, progress, transport,
+                                         notice, confirm_delete, state_dir, outputs, started)
+
+
+async def _changes_and_import(
+    plan: Plan,
+    credentials: Credentials,
+    options: RunOptions,
+    progress: ProgressCallback | None,
+    transport: httpx.AsyncBaseTransport | None,
+    notice: Callable[[str], None] | None,
+    confirm_delete: ConfirmDelete | None,
+    state_dir: str,
+    outputs: Outputs,
+    started: float,
+) -> ImportReport:
     tracker: ChangeTracker | None = None
     removal: Removal | None = None
     complete = False
@@ -216,7 +241,7 @@ async def _arun_import(
                 if removal.note and notice is not None:
                     notice(removal.note)
         report = await _import(plan, credentials, options, progress, transport, state_dir,
-                               tracker, removal, confirm_delete, started)
+                               tracker, removal, confirm_delete, started, outputs)
         complete = report.aborted is None
         return report
     finally:
@@ -235,6 +260,7 @@ async def _import(
     removal: Removal | None,
     confirm_delete: ConfirmDelete | None,
     started: float,
+    outputs: Outputs,
 ) -> ImportReport:
     journal = None
     earlier = Earlier()
@@ -245,7 +271,7 @@ async def _import(
     def unexpected(exc: Exception) -> ImporterError:
         """Anything but the importer's own errors: one line, the traceback in a log."""
         return stopped(exc, state_dir=state_dir, secrets=(credentials.token,),
-                       run_id=plan.run_id)
+                       run_id=plan.run_id, shown=outputs.shown)
 
     _check_outputs(plan, options)
     if not options.dry_run:
@@ -254,7 +280,7 @@ async def _import(
         lock = StateLock(state_dir)
         try:
             lock.acquire()
-            journal = _open_journal(state_dir)
+            journal = _open_journal(state_dir, outputs.shown(state_dir))
             options = _reuse_rejects(journal, plan.run_id, options)
         except Exception as exc:
             lock.release()
@@ -285,8 +311,17 @@ async def _import(
             plan = dataclasses.replace(plan, compiled=compiled)
         if journal is not None:
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
-                              options.resume, inputs=tuple(s.path for s in plan.sources))
+                              options.resume, inputs=tuple(s.path for s in plan.sources),
+                              local=lambda path: outputs.local(path, fetch=True))
         run = RunState(plan, options, progress, earlier, journal, tracker)
+        run.rejects_file = outputs.local(run.rejects_path)
+        loop = asyncio.get_running_loop()
+
+        def storage_failed(exc: StorageError) -> None:  # from the checkpoints' thread
+            loop.call_soon_threadsafe(run.storage_failed, exc)
+
+        outputs.on_failure = storage_failed
+        outputs.start()
         if tracker is not None and removal is not None and removal.ids and not options.dry_run:
             from importer.changed_run import delete_rejects_path
 
@@ -320,6 +355,7 @@ async def _import(
             raise run.failure
         tally = run.reconciler.finish()
         if journal is not None:
+            outputs.stop()  # a finished journal goes to a bucket after the rejects (mirror.py)
             journal.finish(plan.run_id, "aborted" if run.aborted else "finished")
         ended = True
     except StorageError:
@@ -400,10 +436,10 @@ def _check_rejects(path: str, journal: Journal | None, run_id: str) -> None:
         raise
 
 
-def _open_journal(state_dir: str) -> Journal:
+def _open_journal(state_dir: str, shown: str) -> Journal:
     check_dir(state_dir, "state directory")
     try:
-        return Journal(state_dir)
+        return Journal(state_dir, shown=shown)
     except STORAGE_ERRORS as exc:
         raise OutputPathError(
             str(Path(state_dir) / "journal.sqlite"), "journal", reason(exc)
@@ -445,9 +481,13 @@ def _journal_meta(plan: Plan, options: RunOptions) -> dict[str, Any]:
         "mapping": str(Path(plan.spec.path).resolve()),
         "mapping_sha256": plan.spec.sha256,
         # absolute: a --resume from another directory must find the same file
-        "rejects_path": os.path.abspath(run_rejects_path(plan, options)),
+        "rejects_path": _absolute(run_rejects_path(plan, options)),
         "targets": list(plan.targets),
     }
+
+
+def _absolute(path: str) -> str:
+    return public(path) if is_url(path) else os.path.abspath(path)
 
 
 async def _send_all(run: RunState, client: ApiClient, options: RunOptions) -> UploadStats:

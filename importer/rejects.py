@@ -86,7 +86,7 @@ def write_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
         raise storage_error(meta_path(path), exc) from None
 
 
-def _drop_partial_line(path: Path) -> None:
+def drop_partial_line(path: Path) -> None:
     """A run killed mid-write can leave half a line; cut it so appended lines stay whole."""
     with path.open("rb+") as fh:
         data = fh.read()
@@ -94,7 +94,7 @@ def _drop_partial_line(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _drop_partial_record(path: Path, chunk: int = 1 << 20) -> None:
+def drop_partial_record(path: Path, chunk: int = 1 << 20) -> None:
     """A CSV record can span lines (a quoted field with newlines), so a run killed inside
     one can leave a file that ends with a whole *line* but half a *record*. A newline ends a
     record only where the quotes before it are balanced (the writer doubles the quotes
@@ -207,9 +207,9 @@ class RejectsWriter:
     def _open(self, append: bool, meta: Mapping[str, Any] | None) -> None:
         resume = append and self.path.exists() and self.path.stat().st_size > 0
         if resume and self.fmt == "csv":
-            _drop_partial_record(self.path)
+            drop_partial_record(self.path)
         elif resume and self.fmt == "ndjson":
-            _drop_partial_line(self.path)
+            drop_partial_line(self.path)
         self._fd = _open_private(self.path, append=append)
         self._size = os.fstat(self._fd).st_size
         if self.fmt == "parquet":

@@ -13,13 +13,15 @@ signature), a fragment and any ``user:password@``, in messages, reports and reje
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from importer.exceptions import ConfigError, ImporterError, InputChanged, InputError
+from importer.exceptions import ConfigError, ImporterError, InputChanged, InputError, StorageError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -300,3 +302,52 @@ def expand(url: str) -> list[RemoteFile]:
     return [remote_file(fs.unstrip_protocol(entry["name"]), entry)
             for entry in sorted(listed, key=lambda e: str(e["name"]))
             if entry.get("type") != "directory"]
+
+
+def probe(url: str, what: str, *, prefix: bool = False) -> None:
+    """Raise :class:`OutputPathError` (exit 2, nothing sent) unless an object can be created
+    and deleted under ``url`` (a ``prefix``: the state directory) or beside it (the rejects
+    file, the report). Like :func:`importer.storage.check_dir` locally: a missing bucket, a
+    denied write or expired credentials are found before the first request, not halfway."""
+    from importer.exceptions import OutputPathError
+
+    fs, path = filesystem(url)
+    folder = path.rstrip("/") if prefix else path.rsplit("/", 1)[0]
+    name = f"{folder}/.instasent-import-probe-{secrets.token_hex(6)}"
+    try:
+        fs.pipe_file(name, b"")
+        fs.rm_file(name)
+    except Exception as exc:  # each backend raises its own types (botocore, aiohttp, OSError)
+        what_failed, remedy = problem(exc)
+        raise OutputPathError(public(url), what, f"{what_failed} — {remedy}") from None
+
+
+def put_file(local: str | os.PathLike[str], url: str) -> None:
+    """Upload a local file as one object (a PUT, or a multipart upload completed at once:
+    readers see the old object or the new one, never half of it)."""
+    fs, path = filesystem(url)
+    fs.put_file(os.fspath(local), path)
+
+
+def put_bytes(url: str, data: bytes) -> None:
+    fs, path = filesystem(url)
+    fs.pipe_file(path, data)
+
+
+def get_file(url: str, local: str | os.PathLike[str]) -> bool:
+    """Download ``url`` to ``local`` (created mode 0600); False if there is no such object."""
+    fs, path = filesystem(url)
+    os.close(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # private first
+    try:
+        fs.get_file(path, os.fspath(local))  # streamed: a rejects file may be large
+    except FileNotFoundError:
+        os.unlink(local)
+        return False
+    return True
+
+
+def storage_failure(url: str, exc: BaseException, *, resumable: bool = True,
+                    remedy: str | None = None) -> StorageError:
+    """A failed upload or download during a run, as a :class:`StorageError` naming the URL."""
+    what, fix = problem(exc)
+    return StorageError(public(url), what, resumable=resumable, remedy=remedy or fix)

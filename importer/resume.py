@@ -39,6 +39,9 @@ class Earlier:
     # run's rejects too, so they count in its exit code.
     rejected: int = 0
     retryable: int = 0
+    # The retryable ones, per source file: `retry` sends them later, so the resumed run must
+    # hold back the later rows of their keys, as the first invocation did (ordering.py).
+    retryable_rows: Mapping[str, pl.Series] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.done or self.first_target_acked or self.rejects_path)
@@ -58,6 +61,7 @@ class EarlierRejects:
     rows: Mapping[str, pl.Series]  # per source file, the rows the rejects file holds
     count: int = 0
     retryable: int = 0
+    retryable_rows: Mapping[str, pl.Series] = field(default_factory=dict)  # per source file
 
 
 def rows_in_rejects(path: str) -> EarlierRejects:
@@ -85,7 +89,12 @@ def rows_in_rejects(path: str) -> EarlierRejects:
         str(key[0]): group[SOURCE_ROW]
         for key, group in frame.group_by(SOURCE_FILE, maintain_order=True)
     }
-    return EarlierRejects(rows, frame.height, int(retryable.sum()))
+    again = frame.filter(retryable)
+    retryable_rows = {
+        str(key[0]): group[SOURCE_ROW]
+        for key, group in again.group_by(SOURCE_FILE, maintain_order=True)
+    }
+    return EarlierRejects(rows, frame.height, int(retryable.sum()), retryable_rows)
 
 
 def _merge(a: Mapping[str, pl.Series], b: Mapping[str, pl.Series]) -> dict[str, pl.Series]:
@@ -154,7 +163,7 @@ def nothing_to_resume(
                 f"{other.run_id}); resuming it would skip or repeat the wrong rows, so "
                 f"nothing was sent — {again} from the start")
     return (f"--resume: no earlier run of these inputs with this mapping is recorded in "
-            f"{journal.dir}; nothing to resume ({again}, or point --state-dir / "
+            f"{journal.shown}; nothing to resume ({again}, or point --state-dir / "
             "INSTASENT_STATE_DIR at the directory the earlier run used)")
 
 
@@ -166,12 +175,14 @@ def prepare(
     mode: ResumeMode | None,
     *,
     inputs: Sequence[str] = (),
+    local: Callable[[str], str] = str,
 ) -> Earlier:
     """Start the run in the journal; return what an earlier invocation finished.
 
     ``inputs``: the sources as spelled now. An earlier invocation may have spelled a file
     another way (``./x.csv``, an absolute path): its rows are keyed by that spelling, so
-    they are re-keyed to today's, or they would be sent again."""
+    they are re-keyed to today's, or they would be sent again. ``local``: where the rejects
+    file (a URL: a local copy of it) is read."""
     refuse_if_unfinished(journal, run_id, targets, mode)
     record = journal.get(run_id)
     unfinished = record is not None and record.status != "finished"
@@ -183,8 +194,9 @@ def prepare(
     rejects_path = str(record.meta.get("rejects_path") or "") or None
     respell = _respeller(inputs, str(record.meta.get("cwd") or os.getcwd()))
     done = respell(journal.acked(run_id, targets[-1]))
-    rejected = rows_in_rejects(rejects_path) if rejects_path else EarlierRejects({})
+    rejected = rows_in_rejects(local(rejects_path)) if rejects_path else EarlierRejects({})
     done = _merge(done, respell(rejected.rows))
     first = respell(journal.acked(run_id, targets[0])) if len(targets) > 1 else {}
     return Earlier(done=done, first_target_acked=first, rejects_path=rejects_path,
-                   rejected=rejected.count, retryable=rejected.retryable)
+                   rejected=rejected.count, retryable=rejected.retryable,
+                   retryable_rows=respell(rejected.retryable_rows))

@@ -26,12 +26,14 @@ from typing import Any
 
 import polars as pl
 
+from importer import mirror
 from importer.config import Credentials
-from importer.exceptions import ImporterError, UsageError
+from importer.exceptions import ImporterError, InputError, UsageError
 from importer.journal import DEFAULT_STATE_DIR
 from importer.pipeline import ProgressCallback, RunOptions
 from importer.records import SOURCE_FILE, Reject
 from importer.rejects import meta_path
+from importer.remote import filesystem, is_url, join, public
 from importer.report import ImportReport
 from importer.sources import ReadOptions, iter_batches, resolve_inputs
 
@@ -63,14 +65,23 @@ def _recorded_mapping(rejects: str) -> tuple[str | None, str | None]:
 
 
 def next_rejects_path(rejects: str) -> str:
-    """``crm.rejects.csv`` → ``crm.rejects.retry1.csv`` (the first name not taken)."""
-    path = Path(rejects)
+    """``crm.rejects.csv`` → ``crm.rejects.retry1.csv`` (the first name not taken; in the
+    same bucket prefix for a URL)."""
+    if is_url(rejects):
+        folder, name = public(rejects).rsplit("/", 1)
+        fs, key = filesystem(rejects)
+        fs.invalidate_cache(key.rsplit("/", 1)[0])  # (listings are cached per process)
+        taken = fs.exists
+    else:
+        folder, name = str(Path(rejects).parent), Path(rejects).name
+        taken = os.path.exists
+    path = Path(name)
     stem, suffix = path.stem, path.suffix or ".csv"
     base = stem.split(".retry")[0]
     n = 1
-    while (candidate := path.with_name(f"{base}.retry{n}{suffix}")).exists():
+    while taken(candidate := join(folder, f"{base}.retry{n}{suffix}")):
         n += 1
-    return str(candidate)
+    return candidate
 
 
 def _selected(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
@@ -104,10 +115,13 @@ def plan_retry(
     state_dir: str,
     read: ReadOptions = ReadOptions(),
     output_rejects: str | None = None,
+    copy: str | None = None,
 ) -> RetryPlan:
-    """Select the rows to retry and find the mapping; raises UsageError before any I/O out."""
+    """Select the rows to retry and find the mapping; raises UsageError before any I/O out.
+    ``copy``: a local copy of ``rejects`` (a URL) and its sidecar, read instead."""
     warnings: list[str] = []
-    recorded, recorded_sha = _recorded_mapping(rejects)
+    local = copy or rejects
+    recorded, recorded_sha = _recorded_mapping(local)
     chosen = mapping or recorded
     if not chosen:
         raise UsageError(
@@ -121,7 +135,7 @@ def plan_retry(
                 f"the mapping {chosen} changed since these rows were rejected; using it as it "
                 "is now (pass --mapping to choose another)"
             )
-    (source,) = resolve_inputs([rejects], read)
+    (source,) = resolve_inputs([local], read)
     parts: list[pl.DataFrame] = []
     unreadable: list[Reject] = []
     for batch in iter_batches(source, read):
@@ -147,13 +161,15 @@ def plan_retry(
     if chosen_rows.height and SOURCE_FILE in chosen_rows.columns:
         # Rows keep the export they came from, not the rejects file's name.
         chosen_rows = chosen_rows.with_columns(
-            pl.col(SOURCE_FILE).fill_null(pl.lit(source.path)),
+            pl.col(SOURCE_FILE).fill_null(pl.lit(public(rejects) if copy else source.path)),
         )
     data = _serialise(chosen_rows, source.format, source.delimiter)
     digest = hashlib.sha256(data).hexdigest()[:16]
     target = Path(state_dir) / f"retry-{digest}.{source.format}"
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not target.exists():
+        # (its name is its content: a fixed time keeps the run's fingerprint the same when
+        # the file comes back from a bucket's state directory, for --resume)
         # Written aside and renamed: a retry killed here, or one started alongside, never
         # finds a half-written file under the final name (its name is its content).
         part = target.with_name(f"{target.name}.{os.getpid()}.part")
@@ -161,6 +177,7 @@ def plan_retry(
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.utime(part, ns=(0, 0))
             os.replace(part, target)
         except OSError as exc:
             part.unlink(missing_ok=True)
@@ -226,11 +243,40 @@ def retry_rejects(
     lines) before anything is sent; they are in the result's ``warnings`` too. Raises like
     :func:`importer.run_import`; a file with no row to retry returns ``report=None``.
     """
+    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
+    with mirror.outputs() as outputs:  # the state and rejects in a bucket, for the whole retry
+        copy = None
+        if is_url(rejects):
+            copy = outputs.local(rejects, fetch=True)
+            if not Path(copy).exists():
+                raise InputError(public(rejects), "no such object",
+                                 "check the URL and the account it is read with")
+        if is_url(state_dir):
+            state_dir = outputs.state_dir(state_dir, write=not options.dry_run)
+            outputs.start()
+        options = dataclasses.replace(options, state_dir=state_dir)
+        return _retry(rejects, credentials, options, mapping=mapping, include_all=include_all,
+                      report_path=report_path, progress=progress, notice=notice, copy=copy)
+
+
+def _retry(
+    rejects: str,
+    credentials: Credentials | None,
+    options: RunOptions,
+    *,
+    mapping: str | None,
+    include_all: bool,
+    report_path: str | Path | None,
+    progress: ProgressCallback | None,
+    notice: Callable[[str], None] | None,
+    copy: str | None,
+) -> RetryReport:
     from importer.run import arun_import
 
-    state_dir = options.state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
-    plan = plan_retry(rejects, include_all=include_all, mapping=mapping, state_dir=state_dir,
-                      read=options.read, output_rejects=options.rejects_path)
+    assert options.state_dir is not None
+    plan = plan_retry(rejects, include_all=include_all, mapping=mapping,
+                      state_dir=options.state_dir, read=options.read,
+                      output_rejects=options.rejects_path, copy=copy)
     for warning in plan.warnings:
         if notice is not None:
             notice(f"warning: {warning}")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from importer.outage import OutageState
 from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, SourceBatch
 from importer.rejects import RejectsWriter, default_rejects_path, open_rejects
+from importer.remote import is_url, join, public
 from importer.resume import Earlier
 from importer.sources import iter_batches
 from importer.storage import (
@@ -87,6 +88,7 @@ class RunState:
         self.rejects_path = (
             options.rejects_path or earlier.rejects_path or run_rejects_path(plan, options)
         )
+        self.rejects_file = self.rejects_path  # where it is written: a local copy of a URL
         self._writer: RejectsWriter | None = None
         self._schema: dict[str, Any] = {}
         self.reconciler = Reconciler(
@@ -110,7 +112,7 @@ class RunState:
         for s in self.plan.sources:
             columns += [c for c in s.columns if c not in columns]
         self._writer = open_rejects(
-            self.rejects_path,
+            self.rejects_file,
             source_columns=columns,
             fmt=first.format,
             delimiter=first.delimiter or ",",
@@ -148,6 +150,7 @@ class RunState:
                     done = self.earlier.done.get(batch.source_file)
                     if target == "events" and done is not None and len(done):
                         self._seen_before(compiled, batch, done)
+                    held = self._held_before(compiled, batch, target, upserts)
                     batch, skipped = _without(batch, done)
                     mapped = compiled.map_batch(batch)
                     items = mapped.items[target]
@@ -177,7 +180,7 @@ class RunState:
                         chunker.add(batch.source_file, rows, keys, bodies, batch.frame, users)
                     )
                     yield _Produced(batch, mapped, chunks, skipped, earlier_first,
-                                    deduped=deduped, unchanged=unchanged)
+                                    deduped=deduped, unchanged=unchanged, held=held)
         yield _Produced(None, None, list(chunker.flush()))
 
     def _seen_before(
@@ -191,10 +194,34 @@ class RunState:
         if items is not None:
             self.event_ids.check(batch.source_file, items.source_rows, items.keys, items.bodies)
 
+    def _held_before(
+        self, compiled: CompiledMapping, batch: SourceBatch, target: str, upserts: bool
+    ) -> dict[str, str]:
+        """A resumed run: the ordering keys of this batch's rows that an earlier invocation
+        left as retryable rejects (`retry` sends them later), each with where it failed."""
+        again = self.earlier.retryable_rows.get(batch.source_file)
+        if again is None or not len(again) or (target == "events" and not upserts):
+            return {}
+        frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(again.implode()))
+        if not frame.height:
+            return {}
+        items = compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get(target)
+        if items is None:
+            return {}
+        keys = items.keys if target == "contacts" else user_ids_of(items.bodies)
+        held: dict[str, str] = {}
+        for row, key in zip(items.source_rows, keys, strict=True):
+            if key:
+                held.setdefault(key, f"{batch.source_file} row {row}")
+        return held
+
     def _account(self, produced: _Produced, first_pass: bool) -> None:
         batch, mapped = produced.batch, produced.mapped
         if batch is None or mapped is None:
             return
+        if produced.held and self.uploader is not None:  # before this batch's chunks go
+            for key, where in produced.held.items():
+                self.uploader.gate.blocked.setdefault(key, where)
         deduped = produced.deduped
         if first_pass and not self._schema:
             self._schema = dict(batch.frame.schema)
@@ -214,7 +241,7 @@ class RunState:
             if produced.unchanged:
                 self._on_unchanged(batch.source_file, produced.unchanged)
         except StorageError as exc:
-            self._storage_failed(exc)  # _stopping now: nothing more is read or sent
+            self.storage_failed(exc)  # _stopping now: nothing more is read or sent
         self._done_bytes = max(self._done_bytes, batch.progress)
         self._report_progress()
 
@@ -232,7 +259,7 @@ class RunState:
                                                 pl.DataFrame(), tuple(carried)))
             self.reconciler.on_skipped(done, 0)
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.storage_failed(exc)
 
     def _on_unchanged(self, source_file: str, rows: Sequence[int]) -> None:
         assert self.changes is not None
@@ -325,7 +352,7 @@ class RunState:
                     self.changes.record(chunk.target, list(itertools.compress(chunk.keys, ok)),
                                         list(itertools.compress(chunk.bodies, ok)))
             except STORAGE_ERRORS as exc:
-                self._storage_failed(storage_error(
+                self.storage_failed(storage_error(
                     getattr(exc, "filename", None) or "the --changed-only state", exc))
         # The journal first: what the API acknowledged stays acknowledged for --resume even
         # when the rejects file cannot be written any more.
@@ -333,7 +360,7 @@ class RunState:
             try:
                 self.journal.record(self.plan.run_id, chunk.target, files, rows)
             except STORAGE_ERRORS as exc:
-                self._storage_failed(storage_error(self.journal.path, exc))
+                self.storage_failed(storage_error(self.journal.path, exc))
         if self.failure is not None:
             return  # stopping: this answer's rejected rows are redone on --resume
         try:
@@ -341,11 +368,11 @@ class RunState:
                 self._ensure_writer()
             self.reconciler.on_result(result)
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.storage_failed(exc)
             return
         self._report_progress()
 
-    def _storage_failed(self, exc: StorageError) -> None:
+    def storage_failed(self, exc: StorageError) -> None:
         """A file of the run cannot be written (disk full, permission): stop sending, as on
         --max-rejects, and let ``arun_import`` raise it once the requests in flight are in."""
         if self.failure is None:
@@ -385,6 +412,8 @@ class _Produced:
     earlier_first: int = 0  # rows whose contact an earlier invocation had acknowledged
     deduped: Deduped | None = None  # events: later occurrences of an _event_id, not sent
     unchanged: Sequence[int] = ()  # rows whose item --changed-only did not send
+    # resume: keys an earlier invocation left as retryable rejects -> where ("file row N")
+    held: Mapping[str, str] = field(default_factory=dict)
 
 
 def _spread(upload: UploadSettings) -> int:
@@ -433,7 +462,12 @@ def _without(batch: SourceBatch, done: pl.Series | None) -> tuple[SourceBatch, i
 
 
 def run_rejects_path(plan: Plan, options: RunOptions) -> str:
-    """``--rejects``, else the caller's choice for a fresh run, else beside the first input."""
+    """``--rejects``, else the caller's choice for a fresh run, else beside the first input
+    (in its bucket, for an input read from one)."""
     first = plan.sources[0]
-    return (options.rejects_path or options.fresh_rejects_path
-            or str(default_rejects_path(first.path, first.format)))
+    if options.rejects_path or options.fresh_rejects_path:
+        return options.rejects_path or options.fresh_rejects_path or ""
+    if is_url(first.path):
+        folder, name = public(first.path).rsplit("/", 1)
+        return join(folder, default_rejects_path(name, first.format).name)
+    return str(default_rejects_path(first.path, first.format))

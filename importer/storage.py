@@ -22,6 +22,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from importer import remote
 from importer.exceptions import OutputPathError, StorageError
 
 PRIVATE = 0o600
@@ -56,7 +57,11 @@ def _problem(exc: OSError) -> str:
 
 
 def check_file(path: str | Path, what: str) -> None:
-    """Raise :class:`OutputPathError` (exit 2) unless ``path`` can be created or appended to."""
+    """Raise :class:`OutputPathError` (exit 2) unless ``path`` can be created or appended to
+    (an object-store URL: an object can be written beside it)."""
+    if remote.is_url(str(path)):
+        remote.probe(str(path), what)
+        return
     target = Path(path)
     try:
         st = target.stat()
@@ -83,6 +88,9 @@ def check_file(path: str | Path, what: str) -> None:
 
 def check_dir(path: str | Path, what: str) -> None:
     """Create ``path`` (mode 0700) if needed and check a file can be created in it."""
+    if remote.is_url(str(path)):
+        remote.probe(str(path), what, prefix=True)
+        return
     try:
         Path(path).mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         _probe(Path(path))
@@ -105,7 +113,14 @@ def open_private(path: str | Path) -> int:
 
 
 def write_private(path: str | Path, data: bytes, *, resumable: bool = False) -> None:
-    """Write a whole file mode 0600; a failure is a :class:`StorageError` naming the path."""
+    """Write a whole file mode 0600 (or one object, written whole); a failure is a
+    :class:`StorageError` naming the path."""
+    if remote.is_url(str(path)):
+        try:
+            remote.put_bytes(str(path), data)
+        except Exception as exc:
+            raise remote.storage_failure(str(path), exc, resumable=resumable) from None
+        return
     try:
         fd = open_private(path)
         with os.fdopen(fd, "wb") as fh:

@@ -26,6 +26,7 @@ import polars as pl
 from importer import __version__
 from importer.dedupe import EventIds, dedupe
 from importer.exceptions import MappingProblem
+from importer.journal import DEFAULT_STATE_DIR
 from importer.mapping import (
     MappedBatch,
     MappingSpec,
@@ -34,6 +35,7 @@ from importer.mapping import (
 from importer.pipeline import Progress
 from importer.records import Reject, RejectFrame, SourceBatch
 from importer.rejects import RejectsFormat, RejectsWriter, open_rejects
+from importer.remote import is_url
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.speccheck import DatasourceSpecs, apply_specs
 from importer.storage import check_file
@@ -143,6 +145,15 @@ def validate_files(
     ``progress`` hears a :class:`~importer.pipeline.Progress` after every source batch
     (phase ``"validate"``; ``accepted`` counts the rows that would be sent).
     """
+    root = str(state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR)
+    if changed_only and is_url(root):
+        from importer.mirror import Outputs
+
+        with Outputs() as outputs:  # the bucket's state, pulled into a copy read here only
+            return validate_files(inputs, mapping, read=read, sample=sample, top=top,
+                                  rejects_path=rejects_path, specs=specs, changed_only=True,
+                                  state_dir=outputs.state_dir(root, write=False),
+                                  progress=progress)
     if rejects_path:
         check_file(str(rejects_path), "rejects file")
     sources = resolve_inputs(inputs, read)
@@ -193,7 +204,6 @@ def validate_files(
 def _preview_tracker(spec: MappingSpec, state_dir: str | Path | None) -> ChangeTracker:
     """A read-only view of the changed-only state (no lock, no network, no token)."""
     from importer.changed_run import ChangeOptions, ChangeTracker, state_credentials
-    from importer.journal import DEFAULT_STATE_DIR
 
     root = state_dir or os.environ.get("INSTASENT_STATE_DIR") or DEFAULT_STATE_DIR
     targets = [t.target for t in spec.targets]

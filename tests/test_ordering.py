@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -325,3 +326,36 @@ def test_a_batch_that_repeats_keys_goes_out_with_each_keys_rows_together() -> No
     out = list(chunker.add("f", range(6), keys, [b"{}"] * 6)) + list(chunker.flush())
     assert [c.keys for c in out] == [("A", "A", "A"), ("B", "B", "C")]
     assert [c.rows for c in out] == [(0, 2, 5), (1, 4, 3)]
+
+
+def test_a_resumed_run_holds_back_the_rows_behind_an_earlier_invocations_failure(
+    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
+) -> None:
+    """As above, but the run stops after row 1 failed (``--max-rejects``) and is resumed: the
+    resumed invocation must hold U0 v2 back too, or `retry` would store v1 over it."""
+    data = tmp_path / "c.csv"
+    write(data, [("U0", "1", "a"), *[(f"X{i}", "1", "") for i in range(9)], ("U0", "2", "b")])
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(MAPPING)
+    box = make_sandbox()
+    upload = UploadSettings(concurrency=1, max_attempts=2, backoff_base=0.001)
+    options = RunOptions(upload=upload, batch_size=5, read=ReadOptions(batch_rows=5),
+                         state_dir=str(tmp_path / "state"))
+
+    def faults(p: Progress) -> None:
+        box.app.set_faults(FaultSettings(fail_rate=0.0 if p.rejected else 1.0))
+
+    first = run_import([str(data)], mapping, creds(box),
+                       dataclasses.replace(options, max_rejects=1), progress=faults)
+    assert first.aborted is not None and "--max-rejects" in first.aborted
+    assert box.app.get_contact("U0") is None
+    box.app.set_faults(FaultSettings())
+
+    resumed = run_import([str(data)], mapping, creds(box),
+                         dataclasses.replace(options, resume="resume"))
+    assert resumed.resumed and resumed.exit_code == EXIT_RETRYABLE
+    rejects = read_rejects(resumed.rejects_path)
+    u0 = [(r["_source_row"], r["_reject_code"]) for r in rejects if r["id"] == "U0"]
+    assert u0 == [("1", "transport"), ("11", HELD_BACK)]
+    assert box.app.get_contact("U0") is None
+    assert all(box.app.get_contact(f"X{i}") is not None for i in range(9))

@@ -31,8 +31,10 @@ class _Cli(click.Group):
         except StorageError as exc:
             text = f"cannot write {exc.path}: {exc.reason}"
             if exc.resumable and ctx.invoked_subcommand in ("run", "retry"):
-                text += (" — the run stopped; free space or fix the permission, then resume: "
-                         f"{_resume_command(ctx)}")
+                fix = exc.remedy or "free space or fix the permission"
+                text += f" — the run stopped; {fix}, then resume: {_resume_command(ctx)}"
+            elif exc.remedy:
+                text += f" — {exc.remedy}"
             click.echo(f"error: {redact(text)}", err=True)
             ctx.exit(exc.exit_code)
         except ImporterError as exc:

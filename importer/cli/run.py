@@ -30,6 +30,7 @@ from importer.exceptions import ReportNotWritten, UsageError
 from importer.network import Network
 from importer.pipeline import RunOptions
 from importer.redaction import redact
+from importer.remote import is_url
 from importer.report import ImportReport, render
 from importer.sandbox.settings import SandboxSettings
 from importer.upload import UploadSettings
@@ -39,9 +40,10 @@ if TYPE_CHECKING:
 
 _RUN_OPTIONS = (
     click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
-                 help="Rejects file (default: beside the input, <name>.rejects.<ext>)."),
+                 help="Rejects file, or s3:// gs:// az:// URL (default: beside the input, "
+                 "<name>.rejects.<ext>)."),
     click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-                 help="Write the report as JSON to this file."),
+                 help="Write the report as JSON to this file (or s3:// gs:// az:// URL)."),
     click.option("--concurrency", type=click.IntRange(1, 256), default=None,
                  help="Pin requests in flight (default: adaptive up to 32)."),
     click.option("--max-attempts", type=click.IntRange(1, 50), default=5, show_default=True,
@@ -74,7 +76,8 @@ _RUN_OPTIONS = (
     click.option("--sandbox", "use_sandbox", is_flag=True,
                  help="Rehearse against an in-process sandbox on a loopback port."),
     click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-                 help="Journal directory (default: $INSTASENT_STATE_DIR or .instasent-import)."),
+                 help="Journal directory, or s3:// gs:// az:// prefix (default: "
+                 "$INSTASENT_STATE_DIR or .instasent-import)."),
     click.option("--resume", "resume", flag_value="resume", default=None,
                  help="Continue an unfinished run of the same inputs and mapping."),
     click.option("--restart", "resume", flag_value="restart",
@@ -242,8 +245,15 @@ def run(files: tuple[str, ...], mapping: str, **kw: Any) -> None:
     _import(files, mapping, dataclasses.replace(args, options=options), yes=kw["yes"])
 
 
+def _existing_or_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A local rejects file must exist (click's wording); a bucket's is checked when read."""
+    if is_url(value):
+        return value
+    return str(click.Path(exists=True, dir_okay=False).convert(value, _param, _ctx))
+
+
 @cli.command()
-@click.argument("rejects", type=click.Path(exists=True, dir_okay=False))
+@click.argument("rejects", callback=_existing_or_url)
 @click.option("--mapping", "-m", type=click.Path(dir_okay=False), default=None,
               help="Override the mapping recorded beside the rejects file.")
 @click.option("--all", "include_all", is_flag=True,

@@ -471,3 +471,15 @@ def test_a_damaged_gzip_object_is_named_as_damaged_data_not_a_storage_failure(s3
     s3.put("a.csv.gz", gzip.compress(CSV)[:-12] + b"not gzip at all")
     with pytest.raises(InputError, match="the compressed data is damaged"):
         list(iter_all(resolve_inputs([s3.url("a.csv.gz")])))
+
+
+def test_a_bucket_input_without_rejects_option_gets_its_rejects_beside_it(
+    s3: S3, tmp_path: Path, sandbox_server: RunningSandbox
+) -> None:
+    mapping, _ = _orders_object(s3, tmp_path, 300)
+    result = CliRunner().invoke(cli, ["run", s3.url("orders.csv"), "--mapping", str(mapping),
+                                      "--quiet"], env=sandbox_server.env())
+    assert result.exit_code == 3, result.output
+    rows = pl.read_csv(io.BytesIO(s3.get("orders.rejects.csv")), infer_schema=False)
+    assert rows.height > 0
+    assert set(rows["_source_file"]) == {s3.url("orders.csv")}

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         AuthError,
         ConfigError,
         FatalApiError,
+        InputChanged,
         InputError,
         InternalError,
         MappingError,
@@ -76,6 +77,7 @@ _PUBLIC = {
     # what they raise: one root, ImporterError
     "UsageError": "importer.exceptions", "ConfigError": "importer.exceptions",
     "InputError": "importer.exceptions", "OutputPathError": "importer.exceptions",
+    "InputChanged": "importer.exceptions",
     "MappingError": "importer.exceptions", "FatalApiError": "importer.exceptions",
     "AuthError": "importer.exceptions", "NotFoundError": "importer.exceptions",
     "StorageError": "importer.exceptions", "ReportNotWritten": "importer.exceptions",
@@ -99,6 +101,7 @@ __all__ = [
     "FatalApiError",
     "ImportReport",
     "ImporterError",
+    "InputChanged",
     "InputError",
     "InternalError",
     "MappingError",

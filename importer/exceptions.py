@@ -16,6 +16,8 @@
     ├── StorageError (1)           writing a file failed mid-run (disk full, permissions):
     │   │                          the run stopped, resumable with ``--resume`` after the fix
     │   └── ReportNotWritten       only the report file failed; carries the ``report``
+    ├── InputChanged (1)           an input object in storage changed while the run read it:
+    │                              start the run again (without --resume)
     ├── NotConfirmed (1)           ``confirm_delete`` said no: nothing sent (changed_run.py)
     └── InternalError (1)          a bug, e.g. the accounting invariant does not hold
         └── RunCrashed             an unexpected error stopped a run; the crash log is named,
@@ -140,6 +142,28 @@ class StorageError(ImporterError):
         elif remedy:
             text += f" — {remedy}"
         super().__init__(text)
+
+
+class InputChanged(ImporterError):
+    """An input object (S3, GCS, Azure, https) is no longer the version the run inspected:
+    its ETag or generation changed while it was being read (an export still being written,
+    or replaced). The run stops; the journal is kept.
+
+    ``--resume`` would refuse (the run's identity includes the object's version), so the
+    message says to start again: rows already sent are upserts by ``_user_id`` or events
+    with stable ids, safe to send again.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: str, inspected: str, found: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the object changed while it was being read (version {inspected} when "
+            f"the run started, {found or 'another'} now) — the run stopped. The rows sent "
+            "from it so far are safe to send again (contacts are upserted by _user_id, "
+            "events carry stable ids): once the export is complete, run the same command "
+            "again, without --resume (a resume would refuse a changed input)")
 
 
 class InternalError(ImporterError):

@@ -121,16 +121,20 @@ def plan_import(
 
 def _fingerprint(sources: Sequence[SourceFile], spec: MappingSpec) -> str:
     """The run's identity: its inputs (canonical paths: ``./x.csv``, ``x.csv`` and the
-    absolute path are one file), their sizes and times, and the mapping's hash."""
+    absolute path are one file), their sizes and times, and the mapping's hash. An object in
+    storage: its URL (no query), size and version (ETag, generation) as inspected."""
     h = hashlib.sha256(spec.sha256.encode())
     for s in sources:
+        if s.origin is not None:
+            h.update(f"\0{s.origin.identity}".encode())
+            continue
         st = Path(s.path).stat()
         h.update(f"\0{os.path.realpath(s.path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
 def _canonical_inputs(plan: Plan) -> tuple[str, ...]:
-    return tuple(os.path.realpath(s.path) for s in plan.sources)
+    return tuple(s.path if s.origin else os.path.realpath(s.path) for s in plan.sources)
 
 
 def _reuse_rejects(journal: Journal, run_id: str, options: RunOptions) -> RunOptions:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from dataclasses import dataclass
 
 from importer.exceptions import InputError
+from importer.remote import RemoteFile
 from importer.sources import limits
 from importer.sources.csv_reference import _reference_records
 from importer.sources.encoding import _report_encoding, _resolve_encoding
-from importer.sources.model import ReadOptions, SourceFile, _name_columns
+from importer.sources.model import ReadOptions, SourceFile, _name_columns, _size
 from importer.sources.textstream import _SURROGATE, _is_utf8, _TextStream, _Window
 
 #: Candidates for delimiter sniffing, in order of preference on a tie.
@@ -24,13 +24,14 @@ class NotDelimitedText(InputError):
 
 
 def _inspect_csv(
-    path: str, compression: str | None, options: ReadOptions, *, must_sniff: bool = False
+    path: str, compression: str | None, options: ReadOptions, *, must_sniff: bool = False,
+    origin: RemoteFile | None = None,
 ) -> SourceFile:
     """``must_sniff``: a ``.txt`` file is CSV only if some delimiter splits its lines evenly."""
-    choice = _resolve_encoding(path, compression, options.encoding)
+    choice = _resolve_encoding(path, compression, options.encoding, origin)
     encoding = choice.encoding
     notes: list[str] = []
-    with _TextStream(path, compression, encoding) as stream:
+    with _TextStream(path, compression, encoding, origin) as stream:
         window = _Window(stream)
         window.fill_to(limits.SAMPLE_BYTES)
         sample = window.slice(0, limits.SAMPLE_BYTES)
@@ -48,9 +49,9 @@ def _inspect_csv(
     return SourceFile(path=path, format="csv", columns=columns,
                       encoding=_report_encoding(encoding), encoding_reason=choice.reason,
                       delimiter=delimiter,
-                      compression=compression, total=os.path.getsize(path), total_unit="bytes",
+                      compression=compression, total=_size(path, origin), total_unit="bytes",
                       notes=(*notes, *(header.notes if header else ())),
-                      renamed=header.renamed if header else ())
+                      renamed=header.renamed if header else (), origin=origin)
 
 
 _SEP_LINE = re.compile(rb"sep=([^\r\n\"])\r?\n")

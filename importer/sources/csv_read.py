@@ -82,7 +82,7 @@ class _CsvContext:
 def _iter_csv(source: SourceFile, options: ReadOptions) -> Iterator[SourceBatch]:
     encoding = source.encoding or "utf-8"
     delimiter = source.delimiter or ","
-    with (_TextStream(source.path, source.compression, encoding) as stream,
+    with (_TextStream(source.path, source.compression, encoding, source.origin) as stream,
           ThreadPoolExecutor(1, thread_name_prefix="instasent-import-csv") as checker):
         window = _Window(stream)
         header = _read_header(window, source.path, delimiter, encoding)

@@ -27,6 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from importer.exceptions import InputError
+from importer.remote import RemoteFile
 from importer.sources import limits
 from importer.sources.textstream import _SURROGATE, _read_raw_sample
 
@@ -319,14 +320,16 @@ def _decodes(data: bytes, encoding: str) -> bool:
     return _decoded(data, encoding) is not None
 
 
-def _resolve_encoding(path: str, compression: str | None, given: str | None) -> EncodingChoice:
+def _resolve_encoding(
+    path: str, compression: str | None, given: str | None, origin: RemoteFile | None = None
+) -> EncodingChoice:
     if given is not None:
         try:
             return EncodingChoice(codecs.lookup(given).name, "given with --encoding")
         except LookupError:
             raise InputError(path, f"unknown encoding {given!r}",
                              "use a name such as utf-8, cp1252, latin-1 or utf-16") from None
-    sample, complete = _read_raw_sample(path, compression, limits.SAMPLE_BYTES)
+    sample, complete = _read_raw_sample(path, compression, limits.SAMPLE_BYTES, origin)
     try:
         return detect_encoding(sample, complete)
     except UncertainEncoding as exc:

@@ -3,13 +3,17 @@ the entry points that stream any of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
-from importer.exceptions import InputError
+from importer import remote
+from importer.exceptions import ImporterError, InputChanged, InputError
 from importer.records import SourceBatch
+from importer.remote import RemoteFile
+from importer.sources import limits
 from importer.sources.csv_header import NotDelimitedText, _inspect_csv
 from importer.sources.csv_read import _iter_csv
 from importer.sources.model import Format, ReadOptions, SourceFile
@@ -41,29 +45,31 @@ def resolve_inputs(
     errors: list[InputError] = []
     for pattern in patterns:
         try:
-            paths = _expand(pattern)
+            found = _expand_url(pattern) if remote.is_url(pattern) else _expand(pattern)
         except InputError as exc:
             errors.append(exc)
             continue
         kept = len(sources)
         skipped = 0
-        for path in paths:
-            key = os.path.realpath(path)
+        paths = [f.shown if isinstance(f, RemoteFile) else f for f in found]
+        for item, path in zip(found, paths, strict=True):
+            origin = item if isinstance(item, RemoteFile) else None
+            key = path if origin else os.path.realpath(path)
             if key in seen:  # the same file twice in one run would import it twice
                 continue
             seen.add(key)
             try:
-                sources.append(inspect_file(path, options))
+                sources.append(inspect_file(path, options, origin=origin))
             except NotDelimitedText as exc:
-                if path == pattern:  # named explicitly: say why it cannot be read
+                if path == remote.public(pattern):  # named explicitly: say why it is unread
                     errors.append(exc)
                 skipped += 1  # (else a notes.txt beside the exports: not data, skipped)
             except InputError as exc:
                 errors.append(exc)
         if skipped and skipped == len(paths) and len(sources) == kept:
-            errors.append(InputError(pattern, "the directory holds no supported file" if
-                                     os.path.isdir(pattern) else "the pattern matches no "
-                                     "supported file", f"point at the export files "
+            what = ("the directory holds no supported file" if os.path.isdir(pattern) else
+                    "the pattern matches no supported file")
+            errors.append(InputError(remote.public(pattern), what, f"point at the export files "
                                      f"(supported: {SUPPORTED})"))
     if len(errors) == 1:
         raise errors[0]
@@ -121,6 +127,26 @@ def _expand(pattern: str) -> list[str]:
     if not os.path.exists(pattern):
         raise InputError(pattern, "no such file or directory", "check the path")
     return [pattern]
+
+
+def _expand_url(pattern: str) -> list[RemoteFile]:
+    """A URL's objects, filtered as a local directory's or glob's files are."""
+    shown = remote.public(pattern)
+    try:
+        objects = remote.expand(pattern)
+    except ImporterError:
+        raise
+    except Exception as exc:  # the storage client's own errors (OSError, botocore, aiohttp)
+        what, remedy = remote.problem(exc)
+        raise InputError(shown, what, remedy) from None
+    if len(objects) == 1 and objects[0].url == pattern:
+        return objects  # named explicitly: inspect_file says if its type is unsupported
+    files = [o for o in objects if _wanted(o.shown)]
+    if not files:
+        what = "the pattern" if "*" in shown or "?" in shown or "[" in shown else "the prefix"
+        raise InputError(shown, f"{what} matches no supported file",
+                         f"check the URL (supported: {SUPPORTED})")
+    return files
 
 
 def _glob(pattern: str) -> Iterator[str]:
@@ -217,20 +243,45 @@ def _classify(path: str) -> tuple[Format, str | None] | None:
     return fmt, compression
 
 
-def inspect_file(path: str, options: ReadOptions = ReadOptions()) -> SourceFile:
-    """Open one file and read just enough of it to describe it."""
+def inspect_file(
+    path: str, options: ReadOptions = ReadOptions(), *, origin: RemoteFile | None = None
+) -> SourceFile:
+    """Open one file and read just enough of it to describe it.
+
+    ``path`` may be a URL (``origin`` is then looked up), or ``origin`` the object listed
+    and ``path`` its URL as shown. An object that changes while it is inspected is an
+    InputError: nothing has been sent."""
+    if origin is None and remote.is_url(path):
+        objects = _expand_url(path)
+        if len(objects) != 1:
+            raise InputError(remote.public(path), f"names {len(objects)} objects",
+                             "pass it to resolve_inputs, which lists them")
+        origin = objects[0]
+        path = origin.shown
+    # (a sample and a header are read: blocks of READ_BLOCK, not the 8 MiB of streaming)
+    sampled = dataclasses.replace(origin, block=limits.READ_BLOCK) if origin else None
+    try:
+        source = _inspect(path, options, sampled)
+    except InputChanged as exc:
+        raise InputError(path, "the object changed while it was being inspected",
+                         "run again once the export is complete; nothing was sent") from exc
+    return dataclasses.replace(source, origin=origin)
+
+
+def _inspect(path: str, options: ReadOptions, origin: RemoteFile | None) -> SourceFile:
     kind = _classify(path)
     if kind is None:
         ext = "".join(_suffixes(path)) or "(no extension)"
         raise InputError(path, f"unsupported file type {ext}",
                          f"export it as CSV, Parquet or NDJSON (supported: {SUPPORTED})")
     fmt, compression = kind
-    _check_readable(path)
+    if origin is None:  # (an object's failures are named when it is opened below)
+        _check_readable(path)
     if fmt == "parquet":
-        return _inspect_parquet(path)
+        return _inspect_parquet(path, origin)
     if fmt == "ndjson":
-        return _inspect_ndjson(path, compression, options)
-    return _inspect_csv(path, compression, options, must_sniff=_is_txt(path))
+        return _inspect_ndjson(path, compression, options, origin)
+    return _inspect_csv(path, compression, options, must_sniff=_is_txt(path), origin=origin)
 
 
 def _is_txt(path: str) -> bool:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from importer.exceptions import InputError
+from importer.remote import RemoteFile
 
 Format = Literal["csv", "parquet", "ndjson"]
 
@@ -41,6 +43,9 @@ class SourceFile:
     #: header cell has stray spaces. The frames and rejects keep the file's own name; the
     #: mapping matches the trimmed one.
     renamed: tuple[tuple[str, str], ...] = ()
+    #: For an object in storage or on the web (``path`` is then its URL without any query
+    #: string): how to open it, and the version inspected, which the run reads or stops.
+    origin: RemoteFile | None = None
 
     def describe(self) -> str:
         """How the file is read, for reports:
@@ -56,6 +61,13 @@ class SourceFile:
             parts.append(f"{shown}-separated")
         notes = "".join(f"; {note}" for note in self.notes)
         return f"{self.path} ({', '.join(parts)}){notes}"
+
+
+def _size(path: str, origin: RemoteFile | None) -> int:
+    """Bytes, for progress (0 when a web server does not say)."""
+    if origin is not None:
+        return origin.size or 0
+    return os.path.getsize(path)
 
 
 def _check_names(path: str, columns: Sequence[str]) -> None:

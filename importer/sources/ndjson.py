@@ -7,13 +7,13 @@ reject.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import orjson
 import polars as pl
 
 from importer.records import Reject, SourceBatch
+from importer.remote import RemoteFile
 from importer.sources import limits
 from importer.sources.batches import (
     _REMEDIES,
@@ -23,14 +23,16 @@ from importer.sources.batches import (
     _with_provenance,
 )
 from importer.sources.encoding import _report_encoding, _resolve_encoding
-from importer.sources.model import ReadOptions, SourceFile
+from importer.sources.model import ReadOptions, SourceFile, _size
 from importer.sources.textstream import _clean_text, _span_bytes, _span_end, _TextStream, _Window
 
 
-def _inspect_ndjson(path: str, compression: str | None, options: ReadOptions) -> SourceFile:
-    choice = _resolve_encoding(path, compression, options.encoding)
+def _inspect_ndjson(
+    path: str, compression: str | None, options: ReadOptions, origin: RemoteFile | None = None
+) -> SourceFile:
+    choice = _resolve_encoding(path, compression, options.encoding, origin)
     encoding = choice.encoding
-    with _TextStream(path, compression, encoding) as stream:
+    with _TextStream(path, compression, encoding, origin) as stream:
         window = _Window(stream)
         window.fill_to(limits.NDJSON_SAMPLE_BYTES)
         sample = window.slice(0, limits.NDJSON_SAMPLE_BYTES)
@@ -47,12 +49,14 @@ def _inspect_ndjson(path: str, compression: str | None, options: ReadOptions) ->
     return SourceFile(path=path, format="ndjson", columns=tuple(keys),
                       encoding=_report_encoding(encoding), encoding_reason=choice.reason,
                       delimiter=None,
-                      compression=compression, total=os.path.getsize(path), total_unit="bytes")
+                      compression=compression, total=_size(path, origin), total_unit="bytes",
+                      origin=origin)
 
 
 def _iter_ndjson(source: SourceFile, options: ReadOptions) -> Iterator[SourceBatch]:
     schema: dict[str, pl.DataType] = {name: pl.String() for name in source.columns}
-    with _TextStream(source.path, source.compression, source.encoding or "utf-8") as stream:
+    with _TextStream(source.path, source.compression, source.encoding or "utf-8",
+                     source.origin) as stream:
         window = _Window(stream)
         span = min(_span_bytes(window, 0, options.batch_rows), limits.PARSE_SPAN_BYTES,
                    limits.BATCH_BYTES // 2, limits.MAX_RECORD_BYTES // 2)

@@ -10,6 +10,7 @@ import polars as pl
 
 from importer.exceptions import InputError
 from importer.records import SourceBatch
+from importer.remote import ReadFailed, RemoteFile, scrub
 from importer.sources import limits
 from importer.sources.batches import _with_provenance
 from importer.sources.model import ReadOptions, SourceFile, _check_names
@@ -22,32 +23,43 @@ if TYPE_CHECKING:
 _COLUMN_BUFFER = 64 * 1024
 
 
-def _open_parquet(path: str) -> pq.ParquetFile:
+def _open_parquet(path: str, origin: RemoteFile | None = None) -> pq.ParquetFile:
+    """An object in storage is read by ranges (footer, then column chunks) through a small
+    block cache, never downloaded whole."""
     import pyarrow.parquet as pq  # only Parquet inputs need pyarrow (start-up cost)
 
+    source = origin.open(ranges=True) if origin else path
     try:
         # No pre-buffering: it holds every column chunk of a row group at once (580 MB for
         # one of 500 rows by 20,000 columns); a small read buffer per column instead.
-        return pq.ParquetFile(path, pre_buffer=False, buffer_size=_COLUMN_BUFFER)
+        return pq.ParquetFile(source, pre_buffer=False, buffer_size=_COLUMN_BUFFER)
     except PermissionError:
         raise InputError(path, "permission denied", "make the file readable by this user") from None
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError with a low-level message
-        raise InputError(path, f"is not a readable Parquet file ({exc})",
+        if origin is not None and "range requests" in str(exc):
+            raise InputError(path, "the web server does not serve byte ranges, which reading "
+                                   "Parquet needs (its footer is at the end)",
+                             "serve it from a bucket or a server that supports ranges, or "
+                             "download it and pass the local file") from None
+        if isinstance(exc, ReadFailed):
+            raise InputError(path, f"cannot be read: {exc.what}", exc.remedy) from None
+        raise InputError(path, f"is not a readable Parquet file ({scrub(str(exc))})",
                          "check that it really is Parquet, or re-export it") from None
 
 
-def _inspect_parquet(path: str) -> SourceFile:
-    handle = _open_parquet(path)
+def _inspect_parquet(path: str, origin: RemoteFile | None = None) -> SourceFile:
+    handle = _open_parquet(path, origin)
     columns = tuple(handle.schema_arrow.names)
     _check_names(path, columns)
     return SourceFile(path=path, format="parquet", columns=columns, encoding=None, delimiter=None,
-                      compression=None, total=handle.metadata.num_rows, total_unit="rows")
+                      compression=None, total=handle.metadata.num_rows, total_unit="rows",
+                      origin=origin)
 
 
 def _iter_parquet(source: SourceFile, options: ReadOptions) -> Iterator[SourceBatch]:
     import pyarrow as pa
 
-    handle = _open_parquet(source.path)
+    handle = _open_parquet(source.path, source.origin)
     done = 0
     rows = _batch_rows(handle, options.batch_rows)
     try:

@@ -17,6 +17,7 @@ from typing import BinaryIO, Protocol, TypeVar, cast
 import zstandard
 
 from importer.exceptions import InputError
+from importer.remote import ReadFailed, RemoteFile
 from importer.sources import limits
 
 _T = TypeVar("_T")
@@ -45,9 +46,13 @@ class _Readable(Protocol):
     def close(self) -> None: ...
 
 
-def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, _Readable]:
-    """(raw file, decompressed stream); the raw file's position measures progress."""
-    raw = open(path, "rb")  # noqa: SIM115 - closed by _TextStream.close
+def _open_binary(
+    path: str, compression: str | None, origin: RemoteFile | None = None
+) -> tuple[BinaryIO, _Readable]:
+    """(raw file, decompressed stream); the raw file's position measures progress.
+
+    An object in storage is streamed by ranges (:meth:`RemoteFile.open`), never copied."""
+    raw = origin.open() if origin else open(path, "rb")  # noqa: SIM115 - closed by the caller
     if compression == "gzip":
         return raw, cast(_Readable, gzip.GzipFile(fileobj=raw, mode="rb"))
     if compression == "zstd":
@@ -57,6 +62,8 @@ def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, _Readabl
 
 
 def _corrupt(path: str, exc: BaseException) -> InputError:
+    if isinstance(exc, ReadFailed):  # the storage service failed, not the data
+        return InputError(path, f"cannot be read: {exc.what}", exc.remedy)
     return InputError(path, f"the compressed data is damaged ({exc})",
                       "re-download or re-compress the file; nothing after this point was read")
 
@@ -72,11 +79,12 @@ class _TextStream:
     incremental decoder, so memory stays bounded by the block size.
     """
 
-    def __init__(self, path: str, compression: str | None, encoding: str) -> None:
+    def __init__(self, path: str, compression: str | None, encoding: str,
+                 origin: RemoteFile | None = None) -> None:
         self.path = path
         try:
-            self._raw, self._stream = _open_binary(path, compression)
-        except OSError as exc:
+            self._raw, self._stream = _open_binary(path, compression, origin)
+        except OSError as exc:  # (an object's failure to open is an InputError already)
             raise InputError(path, f"cannot be read: {exc.strerror}", "check the path") from None
         self._decoder = (
             None if _is_utf8(encoding) else codecs.getincrementaldecoder(encoding)(_UNDECODABLE)
@@ -127,9 +135,11 @@ class _TextStream:
             raise _corrupt(self.path, exc) from None
 
 
-def _read_raw_sample(path: str, compression: str | None, size: int) -> tuple[bytes, bool]:
+def _read_raw_sample(
+    path: str, compression: str | None, size: int, origin: RemoteFile | None = None
+) -> tuple[bytes, bool]:
     """The first ``size`` decompressed bytes, and whether that is the whole file."""
-    raw, stream = _open_binary(path, compression)
+    raw, stream = _open_binary(path, compression, origin)
     try:
         parts: list[bytes] = []
         have = 0

@@ -42,6 +42,7 @@ from importer.changes import (
 from importer.config import DEFAULT_API_URL, Credentials
 from importer.exceptions import ConfigError, ImporterError, UsageError
 from importer.mapping import FieldSpec, MappingSpec, compile_mapping
+from importer.remote import is_url, public
 from importer.sources import ReadOptions, SourceFile, iter_batches
 from importer.statelock import StateLock
 
@@ -253,8 +254,12 @@ class ChangeTracker:
         timeout: float,
         rejects_path: str,
         transport: httpx.AsyncBaseTransport | None,
+        shown_as: str | None = None,
     ) -> DeleteReport:
-        """Delete ``removal.ids`` as ``delete`` does; forget each deleted (or absent) one."""
+        """Delete ``removal.ids`` as ``delete`` does; forget each deleted (or absent) one.
+
+        ``shown_as``: the rejects file's name in the report when ``rejects_path`` is a local
+        copy of it (an object in a bucket, uploaded by :mod:`importer.mirror`)."""
         from importer.delete import DeleteOptions, DeletePlan, adelete_contacts
 
         plan = DeletePlan(
@@ -274,6 +279,10 @@ class ChangeTracker:
                                              rejects_path=rejects_path),
             transport=transport, on_done=forget,
         )
+        if shown_as is not None and report.rejects_path is not None:
+            report = dataclasses.replace(
+                report, rejects_path=shown_as,
+                rerun=report.rerun and report.rerun.replace(report.rejects_path, shown_as))
         self.deletion = report
         return report
 
@@ -317,6 +326,10 @@ def key_mapping(spec: MappingSpec) -> MappingSpec:
 
 
 def delete_rejects_path(first_input: str) -> str:
+    """Beside the first input (in its bucket for a URL, without its query string)."""
+    if is_url(first_input):
+        base, _, name = public(first_input).rpartition("/")
+        return f"{base}/{name.split('.')[0] or 'instasent'}{DELETE_REJECTS_SUFFIX}"
     path = Path(first_input)
     name = path.name.split(".")[0] or "instasent"
     return str(path.with_name(name + DELETE_REJECTS_SUFFIX))

@@ -325,9 +325,10 @@ async def _import(
         if tracker is not None and removal is not None and removal.ids and not options.dry_run:
             from importer.changed_run import delete_rejects_path
 
+            target = delete_rejects_path(plan.sources[0].path)
             deleting = asyncio.ensure_future(tracker.delete(
                 removal, credentials, upload=options.upload, timeout=options.timeout,
-                rejects_path=delete_rejects_path(plan.sources[0].path), transport=transport))
+                rejects_path=outputs.local(target), shown_as=target, transport=transport))
         try:
             if run.rejects_path != run_rejects_path(plan, options):  # a resumed run's own file
                 _check_rejects(run.rejects_path, journal, plan.run_id)

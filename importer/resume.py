@@ -22,6 +22,7 @@ import polars as pl
 from importer.exceptions import ImporterError, UsageError
 from importer.journal import Journal, RunRecord
 from importer.records import SOURCE_FILE, SOURCE_ROW
+from importer.remote import is_url
 from importer.sources import ReadOptions, iter_batches, resolve_inputs
 
 ResumeMode = Literal["resume", "restart"]
@@ -158,7 +159,9 @@ def nothing_to_resume(
         if other.meta.get("mapping_sha256") != mapping_sha:
             what = "the mapping changed"
         else:
-            what = "the input changed (its size or modification time differ)"
+            what = ("the input changed (its size or modification time differ)"
+                    if not any(is_url(i) for i in wanted) else
+                    "an input changed (its size or the object's version differ)")
         return (f"--resume: {what} since the unfinished run started {other.started} (run "
                 f"{other.run_id}); resuming it would skip or repeat the wrong rows, so "
                 f"nothing was sent — {again} from the start")

@@ -603,3 +603,11 @@ def test_logs_left_by_killed_runs_fold_in_write_order(tmp_path: Path) -> None:
     assert folded[KEY].to_list() == ["A"]
     assert folded[PAYLOAD_HASH].to_list() == payload_hashes([b'{"v":2}']).tolist()
     assert not list(tmp_path.glob("acks-*"))
+
+
+def test_the_deletions_rejects_file_goes_beside_the_first_input_in_its_bucket() -> None:
+    from importer.changed_run import delete_rejects_path
+
+    assert delete_rejects_path("s3://b/exports/crm.2026-12-03.csv?X-Amz-Signature=s") == (
+        "s3://b/exports/crm.delete-rejects.csv")
+    assert delete_rejects_path("exports/crm.csv") == "exports/crm.delete-rejects.csv"

@@ -21,6 +21,7 @@ import pytest
 
 import importer
 from importer.sandbox.server import RunningSandbox
+from tests._s3 import S3
 
 ROOT = Path(__file__).resolve().parent.parent
 API_MD = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
@@ -169,3 +170,22 @@ def test_the_dagster_example_fails_on_1_and_warns_on_3(
     with pytest.raises(dagster.NightlyLoadFailed, match="exit 1") as failed:
         dagster.nightly_load(["sample_data/contacts.csv"], **paths)
     assert "revoked-token-1234" not in str(failed.value)
+
+
+def test_the_examples_run_from_a_bucket_with_their_defaults(
+        workdir: Path, s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As deployed: exports, state, rejects and report under one bucket (``NIGHTLY_ROOT``)."""
+    s3.put("exports/crm-2026-12-03.csv", (workdir / "sample_data" / "contacts.csv").read_bytes())
+    monkeypatch.setenv("NIGHTLY_ROOT", s3.url().rstrip("/"))
+    airflow = _example("nightly_airflow")
+    first = airflow.nightly_load()
+    assert first.exit_code == 3 and first.accepted > 0
+    assert {"state/journal.sqlite", "rejects/crm.rejects.csv",
+            "reports/crm.report.json"} <= set(s3.keys())
+    assert json.loads(s3.get("reports/crm.report.json"))["accepted"] == first.accepted
+    # the next night, from another container (nothing local): nothing changed, nothing sent
+    monkeypatch.chdir(workdir / "mappings")
+    dagster = _example("nightly_dagster")
+    second, _ = dagster.nightly_load(mapping="contacts.yaml")
+    assert second.accepted == 0 and second.unchanged == first.accepted
+    assert not (workdir / ".instasent-import").exists()

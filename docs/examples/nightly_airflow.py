@@ -9,8 +9,11 @@ input/config fail the task (Airflow retries or alerts as configured); 3 permanen
 4 retryable rows left log a warning and let the DAG go on — the rejects file says which rows
 and why, and ``retry_rejects`` re-runs the retryable ones.
 
-Paths are plain local paths (a mounted volume keeps ``STATE_DIR`` between runs). Once the
-importer reads and writes buckets, point them at ``s3://…`` instead (``BUCKET`` below).
+The exports, the state, the rejects and the report live in a bucket (``BUCKET`` below:
+``s3://…``, ``gs://…`` or ``az://…``; ``pip install 'instasent-import[s3]'``), so the task
+can run in a throwaway container: the cloud's own credentials chain (role, workload
+identity, environment) is used, no option of ours. Local paths work the same (a mounted
+volume). The mapping ships with the job's code.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ from importer import ChangeOptions, ImporterError, ImportReport, RunOptions, run
 
 log = logging.getLogger(__name__)
 
-#: Where the exports land and the job keeps its files: a mounted volume today; an
-#: ``s3://acme-imports`` URL once bucket paths are supported.
-BUCKET = os.environ.get("NIGHTLY_ROOT", "/data")
+#: Where the exports land and the job keeps its files (a bucket URL or a local directory).
+BUCKET = os.environ.get("NIGHTLY_ROOT", "s3://acme-imports")
 INPUTS = (f"{BUCKET}/exports/crm-*.csv",)
-MAPPING = f"{BUCKET}/mappings/contacts.yaml"
+MAPPING = os.environ.get("NIGHTLY_MAPPING", "mappings/contacts.yaml")
 STATE_DIR = f"{BUCKET}/state"  # journal, resume and the --changed-only state: keep it!
 REJECTS = f"{BUCKET}/rejects/crm.rejects.csv"
 REPORT = f"{BUCKET}/reports/crm.report.json"

@@ -8,8 +8,11 @@ Exit codes (the report's ``exit_code``, or the raised error's): 1 aborted and 2 
 input/config fail the materialization; 3 permanent rejects and 4 retryable rows left
 materialize it with a warning in the log and the counts as metadata.
 
-Paths are plain local paths (a mounted volume keeps ``STATE_DIR`` between runs). Once the
-importer reads and writes buckets, point them at ``s3://…`` instead (``BUCKET`` below).
+The exports, the state, the rejects and the report live in a bucket (``BUCKET`` below:
+``s3://…``, ``gs://…`` or ``az://…``; ``pip install 'instasent-import[s3]'``), so the task
+can run in a throwaway container: the cloud's own credentials chain (role, workload
+identity, environment) is used, no option of ours. Local paths work the same (a mounted
+volume). The mapping ships with the job's code.
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from collections.abc import Sequence
 
 from importer import ChangeOptions, ImporterError, ImportReport, RunOptions, run_import
 
-#: Where the exports land and the job keeps its files: a mounted volume today; an
-#: ``s3://acme-imports`` URL once bucket paths are supported.
-BUCKET = os.environ.get("NIGHTLY_ROOT", "/data")
+#: Where the exports land and the job keeps its files (a bucket URL or a local directory).
+BUCKET = os.environ.get("NIGHTLY_ROOT", "s3://acme-imports")
 INPUTS = (f"{BUCKET}/exports/crm-*.csv",)
-MAPPING = f"{BUCKET}/mappings/contacts.yaml"
+MAPPING = os.environ.get("NIGHTLY_MAPPING", "mappings/contacts.yaml")
 STATE_DIR = f"{BUCKET}/state"
 REJECTS = f"{BUCKET}/rejects/crm.rejects.csv"
 REPORT = f"{BUCKET}/reports/crm.report.json"

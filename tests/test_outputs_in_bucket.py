@@ -111,7 +111,7 @@ def test_kill_9_while_journaling_to_the_bucket_then_resume_lands_every_row_once(
     n = 60_000
     data = tmp_path / "events.csv"
     bad = _write_events(data, n)
-    source = str(data)  # once inputs can be in a bucket: s3.put("in/events.csv", data.read_bytes())
+    source = s3.put("in/events.csv", data.read_bytes())  # read from the bucket too
     mapping = tmp_path / "events.yaml"
     mapping.write_text(EVENTS_MAPPING)
     box = make_sandbox(latency_ms=(10, 20))

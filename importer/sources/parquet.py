@@ -1,5 +1,6 @@
-"""Parquet: pyarrow ``iter_batches``, types kept (nested, time zones) except dictionary
-columns, which become plain strings."""
+"""Parquet through pyarrow, a window of rows of a row group at a time (memory bounded by
+bytes whatever the row group's size or width); types kept (nested, time zones) except
+dictionary columns, which become plain strings."""
 
 from __future__ import annotations
 

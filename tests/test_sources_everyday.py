@@ -367,6 +367,13 @@ def test_a_big_row_group_of_few_columns_is_streamed_with_the_same_rows(
         assert ours.equals(theirs) and ours.schema == theirs.schema
 
 
+def test_a_parquet_file_of_no_rows_gives_no_batch(tmp_path: Path) -> None:
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.string())}), path)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1  # a row group of no rows
+    assert _batches(path, 100) == []
+
+
 def test_unterminated_quote_before_long_lines_keeps_memory_flat(tmp_path: Path) -> None:
     """40 lines of 1 MiB, half a million fields each, after an unterminated quote: the
     reader's peak RSS stays well below what polars' attempts at such spans cost (470-560 MB)."""

@@ -91,6 +91,8 @@ def _parts(handle: pq.ParquetFile, rows: int) -> Iterator[pa.Table | pa.RecordBa
     names = handle.schema_arrow.names
     for group in range(meta.num_row_groups):
         count = int(meta.row_group(group).num_rows)
+        if not count:  # (an empty table is written as one row group of no rows)
+            continue
         window = _window_rows(int(meta.row_group(group).total_byte_size), count, rows)
         if window < count and len(names) <= limits.PARQUET_COLUMN_SLICE:
             # few columns: streamed page by page (pyarrow holds a decoded page of each)

@@ -37,8 +37,9 @@ def csv_file(columns: int, rows: int) -> Path:
     return DATA / f"wide_{columns}x{rows}.csv"
 
 
-def parquet_file(columns: int, rows: int) -> Path:
-    return DATA / f"wide_{columns}x{rows}.parquet"
+def parquet_file(columns: int, rows: int, group_rows: int = 500) -> Path:
+    suffix = "" if group_rows == 500 else f"_rg{group_rows}"
+    return DATA / f"wide_{columns}x{rows}{suffix}.parquet"
 
 
 def mapping_file() -> Path:
@@ -65,8 +66,8 @@ def _prepare_csv(columns: int, rows: int) -> None:
     tmp.rename(path)
 
 
-def _prepare_parquet(columns: int, rows: int) -> None:
-    path = parquet_file(columns, rows)
+def _prepare_parquet(columns: int, rows: int, group_rows: int = 500) -> None:
+    path = parquet_file(columns, rows, group_rows)
     if path.exists():
         return
     import pyarrow as pa
@@ -76,7 +77,7 @@ def _prepare_parquet(columns: int, rows: int) -> None:
     tmp = path.with_suffix(".tmp")
     names = [f"c{i}" for i in range(columns)]
     writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.string()) for n in names]))
-    step = 500
+    step = group_rows
     for start in range(0, rows, step):
         count = min(step, rows - start)
         arrays = [pa.array([f"U{r:07d}" for r in range(start, start + count)])]
@@ -150,11 +151,14 @@ def _measure_main(command: list[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--columns", type=int, nargs="+", default=[300, 1000])
+    parser.add_argument("--columns", type=int, nargs="*", default=[300, 1000],
+                        help="CSV files of this many columns (none: `--columns` alone)")
     parser.add_argument("--rows", type=int, nargs="+", default=[120_000, 40_000],
                         help="rows per --columns entry (the last one repeats)")
     parser.add_argument("--parquet", action="store_true",
                         help="also a 20,000-column Parquet file of 3,000 rows")
+    parser.add_argument("--row-group-rows", type=int, nargs="+", default=[500],
+                        help="rows per row group of the Parquet file (one file each)")
     parser.add_argument("--run", action="store_true",
                         help="also `run` against a sandbox in its own process (SQLite store)")
     parser.add_argument("--check", action="store_true", help="exit 1 above the target")
@@ -176,8 +180,10 @@ def main() -> int:
         _prepare_csv(columns, rows)
         files.append((f"csv {columns:,} cols x {rows:,}", csv_file(columns, rows)))
     if args.parquet:
-        _prepare_parquet(20_000, 3_000)
-        files.append(("parquet 20,000 cols x 3,000", parquet_file(20_000, 3_000)))
+        for group_rows in args.row_group_rows:
+            _prepare_parquet(20_000, 3_000, group_rows)
+            files.append((f"parquet 20,000 x 3,000 (groups {group_rows:,})",
+                          parquet_file(20_000, 3_000, group_rows)))
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'input':>30} {'MB':>6} {'stage':>9} {'peak RSS MB':>12} {'wall s':>7}  detail")
     worst = 0.0

@@ -13,10 +13,11 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import orjson
 import polars as pl
+import polars.selectors as cs
 
 from importer.mapping import dates
 from importer.mapping.spec import (
@@ -71,13 +72,15 @@ def json_string(expr: pl.Expr, prefix: str = "", *, plain: bool = False) -> pl.E
     return quoted(expr.str.replace_many(_ESCAPE_FROM, _ESCAPE_TO), prefix)
 
 
-def needs_escaping(column: str) -> pl.Expr:
-    """True when some value of a String column holds a quote, backslash or control character.
+def needs_escaping(columns: Sequence[str]) -> pl.Expr:
+    """Per String column (named as it), True when some value holds a quote, backslash or
+    control character.
 
     Checked once per batch and column: a column without any (nearly all of them) is sent with
-    quotes around it, skipping the escaping pass over every value.
+    quotes around it, skipping the escaping pass over every value. One expression for all the
+    columns: one per column held ~55 MB for 20,000 columns (each with its own pattern list).
     """
-    return pl.col(column).str.contains_any(_ESCAPE_FROM).any().fill_null(False).alias(column)
+    return cs.by_name(*columns).str.contains_any(_ESCAPE_FROM).any().fill_null(False)
 
 
 def quoted(expr: pl.Expr, prefix: str = "") -> pl.Expr:

@@ -1,5 +1,6 @@
-"""Parquet: pyarrow ``iter_batches``, types kept (nested, time zones) except dictionary
-columns, which become plain strings."""
+"""Parquet through pyarrow, a window of rows of a row group at a time (memory bounded by
+bytes whatever the row group's size or width); types kept (nested, time zones) except
+dictionary columns, which become plain strings."""
 
 from __future__ import annotations
 
@@ -95,29 +96,52 @@ def _arrow_empty_to_null(part: pa.Table | pa.RecordBatch) -> pa.Table | pa.Recor
     return kind.from_arrays(columns, schema=schema)
 
 
-#: A row group up to this size (uncompressed) is read whole, then cut into batches: reading
-#: it column by column page by page cost 560 MB of reader state on 20,000 columns.
-_WHOLE_GROUP_BYTES = 128 * 1024 * 1024
-_COLUMN_SLICE = 1000
-
-
 def _parts(handle: pq.ParquetFile, rows: int) -> Iterator[pa.Table | pa.RecordBatch]:
-    """The file in pieces of bounded size: whole row groups, or batches of a big one."""
-    import pyarrow as pa
-
+    """The file in pieces of bounded size (see :data:`limits.PARQUET_WINDOW_BYTES`), each a
+    whole number of batches of ``rows`` rows."""
     meta = handle.metadata
     names = handle.schema_arrow.names
     for group in range(meta.num_row_groups):
-        if int(meta.row_group(group).total_byte_size) > _WHOLE_GROUP_BYTES:
+        count = int(meta.row_group(group).num_rows)
+        if not count:  # (an empty table is written as one row group of no rows)
+            continue
+        window = _window_rows(int(meta.row_group(group).total_byte_size), count, rows)
+        if window < count and len(names) <= limits.PARQUET_COLUMN_SLICE:
+            # few columns: streamed page by page (pyarrow holds a decoded page of each)
             for batch in handle.iter_batches(batch_size=rows, row_groups=[group]):
                 yield _arrow_empty_to_null(batch)
             continue
-        # read (and empty-to-null) a slice of columns at a time: one copy of the group, not two
-        columns: list[pa.ChunkedArray] = []
-        for start in range(0, len(names), _COLUMN_SLICE):
-            piece = handle.read_row_group(group, columns=names[start : start + _COLUMN_SLICE])
-            columns += _arrow_empty_to_null(piece).columns
-        yield pa.Table.from_arrays(columns, schema=handle.schema_arrow)
+        for start in range(0, count, window):
+            yield _read_window(handle, group, start, window)
+
+
+def _window_rows(size: int, count: int, rows: int) -> int:
+    """Rows of a row group of ``size`` bytes (uncompressed) and ``count`` rows read at once:
+    all of them, or whole batches of ``rows`` worth about :data:`limits.PARQUET_WINDOW_BYTES`."""
+    if size <= limits.PARQUET_WINDOW_BYTES:
+        return count
+    return max(rows, limits.PARQUET_WINDOW_BYTES * count // size // rows * rows)
+
+
+def _read_window(handle: pq.ParquetFile, group: int, start: int, length: int) -> pa.Table:
+    """Rows ``start`` to ``start + length`` of a row group, read a slice of columns at a time.
+
+    pyarrow decodes no less than a whole page, and a narrow column's page is often its whole
+    row group: each slice is decoded whole, then cut to the window and copied (a slice would
+    keep the decoded slice alive), so only one slice of the row group is decoded at a time.
+    A row group is decoded once per window: the price of bounding memory by bytes.
+    """
+    import pyarrow as pa
+
+    names = handle.schema_arrow.names
+    columns: list[pa.ChunkedArray] = []
+    width = limits.PARQUET_COLUMN_SLICE
+    for first in range(0, len(names), width):
+        piece = handle.read_row_group(group, columns=names[first : first + width])
+        if length < piece.num_rows:
+            piece = piece.take(pa.array(range(start, min(start + length, piece.num_rows))))
+        columns += _arrow_empty_to_null(piece).columns
+    return pa.Table.from_arrays(columns, schema=handle.schema_arrow)
 
 
 def _plain_strings(frame: pl.DataFrame) -> pl.DataFrame:

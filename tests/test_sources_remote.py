@@ -325,6 +325,26 @@ def test_a_parquet_object_replaced_mid_read_raises_input_changed(
             pass
 
 
+def test_a_parquet_object_gone_mid_read_is_a_storage_failure_not_damaged_data(
+    s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(remote, "RANGE_BLOCK", 64 * 1024)
+    monkeypatch.setattr(remote, "RANGE_BLOCKS", 2)
+    frame = pl.DataFrame({"customer_id": [f"U{i:07d}" for i in range(200_000)]})
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, row_group_size=20_000, compression="uncompressed")
+    s3.put("a.parquet", buffer.getvalue())
+    (source,) = resolve_inputs([s3.url("a.parquet")])
+    batches = iter_all([source], ReadOptions(batch_rows=20_000))
+    assert next(batches).frame.height == 20_000
+    s3.fs.rm(f"{s3.bucket}/a.parquet")
+    with pytest.raises(InputError) as gone:
+        for _ in batches:
+            pass
+    assert "cannot be read after row 20000: no such object or bucket" in str(gone.value)
+    assert "damaged" not in str(gone.value)
+
+
 # --- the web ----------------------------------------------------------------------------
 
 SECRET = "X-Amz-Signature=0123456789abcdef&X-Amz-Credential=AKIAEXAMPLE"

@@ -75,6 +75,9 @@ def _iter_parquet(source: SourceFile, options: ReadOptions) -> Iterator[SourceBa
                 done += frame.height
                 yield SourceBatch(source.path, _with_provenance(frame, source.path, numbers), (),
                                   done)
+    except ReadFailed as exc:  # the storage service failed, not the data
+        raise InputError(source.path, f"cannot be read after row {done}: {exc.what}",
+                         exc.remedy) from None
     except (OSError, pa.ArrowException) as exc:
         raise InputError(source.path, f"is damaged after row {done} ({exc})",
                          "re-export the file") from None

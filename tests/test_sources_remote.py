@@ -273,7 +273,8 @@ def test_an_object_replaced_mid_read_stops_the_run_cleanly_and_a_plain_rerun_com
     assert record.status == "aborted"  # the journal is kept
     # following the message: --resume would refuse; the same command without it completes
     resumed = CliRunner().invoke(cli, [*args, "--resume"], env=sandbox_server.env())
-    assert resumed.exit_code == 2 and "the input changed" in resumed.stderr
+    assert resumed.exit_code == 2
+    assert "an input changed (its size or the object's version differ)" in resumed.stderr
     again = CliRunner().invoke(cli, args, env=sandbox_server.env())
     assert again.exit_code == 3, again.output  # finished; the export's bad rows rejected
     assert "the object changed" not in again.stderr

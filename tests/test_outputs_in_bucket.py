@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from importer.cli import cli
 from importer.sandbox.server import RunningSandbox
 from tests._s3 import S3
+from tests.test_resume import EVENTS_MAPPING, write_events
 
 MAPPING = """\
 version: 1
@@ -76,41 +77,13 @@ def test_rejects_report_and_state_go_to_the_bucket(
     assert code == 2 and "finished" in err, err
 
 
-EVENTS_MAPPING = """\
-version: 1
-target: events
-fields:
-  _event_id: order_id
-  _user_id: customer_id
-  _event_type: {value: purchase}
-  _event_date: {column: ordered_at, type: datetime, format: "%Y-%m-%d %H:%M:%S"}
-  _event_parameters:
-    amount: {column: amount, type: float}
-    currency: {value: EUR}
-"""
-
-
-def _write_events(path: Path, n: int) -> set[int]:
-    """Every 97th row has an impossible date (a map reject); returns their row numbers."""
-    bad = set()
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["order_id", "customer_id", "ordered_at", "amount"])
-        for i in range(1, n + 1):
-            date = f"2024-10-{1 + i % 28:02d} 12:{i % 60:02d}:00"
-            if i % 97 == 0:
-                date, _ = "2024-02-31 25:00:00", bad.add(i)
-            out.writerow([f"ORD-{i:07d}", f"C{i % 5000:05d}", date, f"{i % 500}.{i % 100:02d}"])
-    return bad
-
-
 @pytest.mark.slow
 def test_kill_9_while_journaling_to_the_bucket_then_resume_lands_every_row_once(
     tmp_path: Path, s3: S3, make_sandbox: Callable[..., RunningSandbox]
 ) -> None:
     n = 60_000
     data = tmp_path / "events.csv"
-    bad = _write_events(data, n)
+    bad = write_events(data, n)
     source = s3.put("in/events.csv", data.read_bytes())  # read from the bucket too
     mapping = tmp_path / "events.yaml"
     mapping.write_text(EVENTS_MAPPING)
@@ -315,7 +288,7 @@ def test_a_lock_taken_over_mid_run_stops_the_run(
     next heartbeat, exit 1, and leaves the state to the new holder."""
     n = 20_000
     data = tmp_path / "events.csv"
-    _write_events(data, n)
+    write_events(data, n)
     mapping = tmp_path / "events.yaml"
     mapping.write_text(EVENTS_MAPPING)
     box = make_sandbox(latency_ms=(10, 20))
@@ -383,7 +356,7 @@ def test_credentials_refused_mid_run_stop_it_resumably(
 
     n = 40_000
     data = tmp_path / "events.csv"
-    bad = _write_events(data, n)
+    bad = write_events(data, n)
     mapping = tmp_path / "events.yaml"
     mapping.write_text(EVENTS_MAPPING)
     box = make_sandbox(latency_ms=(10, 20))

@@ -11,7 +11,7 @@ import gzip
 import io
 import json
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +23,7 @@ from importer.cli import cli
 from importer.exceptions import InputChanged, InputError
 from importer.journal import Journal
 from importer.pipeline import RunOptions, plan_import, run_import
+from importer.records import SourceBatch
 from importer.sandbox.server import RunningSandbox
 from importer.sources import ReadOptions, SourceFile, inspect_file, iter_all, limits, resolve_inputs
 from tests._s3 import S3
@@ -308,9 +309,10 @@ def test_a_read_refused_by_the_store_as_changed_raises_input_changed(s3: S3) -> 
                                         "being read")
 
 
-def test_a_parquet_object_replaced_mid_read_raises_input_changed(
-    s3: S3, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _parquet_read_one_row_group(s3: S3, monkeypatch: pytest.MonkeyPatch) -> tuple[
+        Iterator[SourceBatch], bytes]:
+    """A 10-row-group Parquet object in small range blocks, its first group read: the rest
+    of the read (returned) fetches ranges of it again."""
     monkeypatch.setattr(remote, "RANGE_BLOCK", 64 * 1024)
     monkeypatch.setattr(remote, "RANGE_BLOCKS", 2)
     frame = pl.DataFrame({"customer_id": [f"U{i:07d}" for i in range(200_000)]})
@@ -320,7 +322,14 @@ def test_a_parquet_object_replaced_mid_read_raises_input_changed(
     (source,) = resolve_inputs([s3.url("a.parquet")])
     batches = iter_all([source], ReadOptions(batch_rows=20_000))
     assert next(batches).frame.height == 20_000
-    s3.put("a.parquet", buffer.getvalue() + b"\0")
+    return batches, buffer.getvalue()
+
+
+def test_a_parquet_object_replaced_mid_read_raises_input_changed(
+    s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches, data = _parquet_read_one_row_group(s3, monkeypatch)
+    s3.put("a.parquet", data + b"\0")
     with pytest.raises(InputChanged, match="the object changed while it was being read"):
         for _ in batches:
             pass
@@ -329,15 +338,7 @@ def test_a_parquet_object_replaced_mid_read_raises_input_changed(
 def test_a_parquet_object_gone_mid_read_is_a_storage_failure_not_damaged_data(
     s3: S3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "RANGE_BLOCK", 64 * 1024)
-    monkeypatch.setattr(remote, "RANGE_BLOCKS", 2)
-    frame = pl.DataFrame({"customer_id": [f"U{i:07d}" for i in range(200_000)]})
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, row_group_size=20_000, compression="uncompressed")
-    s3.put("a.parquet", buffer.getvalue())
-    (source,) = resolve_inputs([s3.url("a.parquet")])
-    batches = iter_all([source], ReadOptions(batch_rows=20_000))
-    assert next(batches).frame.height == 20_000
+    batches, _ = _parquet_read_one_row_group(s3, monkeypatch)
     s3.fs.rm(f"{s3.bucket}/a.parquet")
     with pytest.raises(InputError) as gone:
         for _ in batches:

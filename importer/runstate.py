@@ -27,6 +27,7 @@ from importer.journal import Journal
 from importer.mapping import (
     CompiledMapping,
     MappedBatch,
+    MappedItems,
     MappingSpec,
 )
 from importer.ordering import user_ids_of
@@ -187,10 +188,7 @@ class RunState:
         self, compiled: CompiledMapping, batch: SourceBatch, done: pl.Series
     ) -> None:
         """A resumed run: the events an earlier invocation finished count as seen."""
-        frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(done.implode()))
-        if not frame.height:
-            return
-        items = compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get("events")
+        items = _items_of(compiled, batch, done, "events")
         if items is not None:
             self.event_ids.check(batch.source_file, items.source_rows, items.keys, items.bodies)
 
@@ -202,10 +200,7 @@ class RunState:
         again = self.earlier.retryable_rows.get(batch.source_file)
         if again is None or not len(again) or (target == "events" and not upserts):
             return {}
-        frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(again.implode()))
-        if not frame.height:
-            return {}
-        items = compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get(target)
+        items = _items_of(compiled, batch, again, target)
         if items is None:
             return {}
         keys = items.keys if target == "contacts" else user_ids_of(items.bodies)
@@ -428,6 +423,16 @@ def _upserts_contacts(spec: MappingSpec) -> bool:
     return any(
         f.name == "_user_data" for t in spec.targets if t.target == "events" for f in t.fields
     )
+
+
+def _items_of(
+    compiled: CompiledMapping, batch: SourceBatch, rows: pl.Series, target: str
+) -> MappedItems | None:
+    """``target``'s items of the batch's rows numbered ``rows`` (None: no such row here)."""
+    frame = batch.frame.filter(pl.col(SOURCE_ROW).is_in(rows.implode()))
+    if not frame.height:
+        return None
+    return compiled.map_batch(SourceBatch(batch.source_file, frame)).items.get(target)
 
 
 def _done(earlier: Earlier, reject: Reject) -> bool:

@@ -3,7 +3,8 @@
 Public entry point: :func:`delete_contacts` (``importer.delete_contacts``), with
 :func:`delete_plan` to name the ids (a column of files, or a list).
 
-``delete`` sends one ``DELETE /stream/contacts/{id}`` per distinct id, concurrently and paced
+``delete`` sends one ``DELETE /stream/contacts/{id}`` per distinct id (:mod:`importer.deleter`:
+the sending, kept apart from the planning, report and rejects here), concurrently and paced
 with the run's machinery (:class:`~importer.upload.RatePacer`,
 :class:`~importer.upload.AdaptiveLimit`, :func:`~importer.upload.backoff_delay`); HTTP
 meaning comes from :func:`~importer.client.interpret`. The 404 rule: the datasource is
@@ -23,40 +24,33 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import polars as pl
 
 from importer import __version__
 from importer.check import DatasourceInfo, fetch_stream
-from importer.client import ApiClient, Verdict, auth_message, interpret, parse_rate
+from importer.client import ApiClient
 from importer.config import Credentials
-from importer.datasource import Timing, not_found_message
+from importer.datasource import Timing
+from importer.deleter import Deleter, Outcome, ProgressCallback
 from importer.exceptions import (
-    AuthError,
-    FatalApiError,
     InputError,
     InternalError,
-    NotFoundError,
     UsageError,
 )
 from importer.mapping.casts import as_text
 from importer.mapping.options import did_you_mean
-from importer.outage import OutageMonitor, OutageTimeout
 from importer.records import RESERVED_SOURCE_COLUMNS, SOURCE_FILE, SOURCE_ROW, Reject
-from importer.redaction import hidden, redact
+from importer.redaction import hidden
 from importer.rejects import RejectsFormat, default_rejects_path, open_rejects
 from importer.report import EXIT_ABORTED, EXIT_OK, EXIT_REJECTS, EXIT_RETRYABLE
 from importer.sources import ReadOptions, SourceFile, iter_batches, resolve_inputs
 from importer.storage import check_file
 from importer.upload import (
-    MAX_RATE_LIMITED_WAITS,
-    AdaptiveLimit,
-    RatePacer,
     UploadSettings,
     UploadStats,
-    backoff_delay,
 )
 
 #: The column name of ids given with ``--ids`` (in their rejects file).
@@ -185,207 +179,6 @@ def _blank_rejects(rows: pl.DataFrame, column: str) -> list[Reject]:
         )
         for rec in rows.iter_rows(named=True)
     ]
-
-
-# ───────────────────────────── delete: sending ─────────────────────────────
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    kind: Literal["deleted", "absent", "failed"]
-    status: int | None
-    attempts: int
-    code: str = ""
-    message: str = ""
-    retryable: bool = False
-
-
-def _classify_404(message: str) -> str:
-    """``contact`` (already absent), ``datasource`` (fatal) or ``unknown``."""
-    low = message.lower()
-    if "contact" in low:
-        return "contact"
-    if "datasource" in low or "project" in low:
-        return "datasource"
-    return "unknown"
-
-
-ProgressCallback = Callable[[int, int], None]  # (ids answered, ids to send)
-
-
-class _Deleter:
-    """Sends one DELETE per id: paced, concurrent, retried; stops on 401 / datasource 404."""
-
-    def __init__(
-        self,
-        client: ApiClient,
-        settings: UploadSettings,
-        timing: Timing,
-        timeout: float,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self._client = client
-        self.settings = settings
-        self._timing = timing
-        self._timeout = timeout
-        self._progress = progress
-        self.limit = AdaptiveLimit(settings)
-        self.pacer = RatePacer(clock=timing.clock, sleep=timing.sleep, rng=timing.rng,
-                               jitter=settings.rate_jitter)
-        self.stats = UploadStats()
-        self.fatal: FatalApiError | None = None
-        # An API that answers nothing but connection errors and 5xx is waited out (probing),
-        # not turned into failed deletes: as for run, up to --outage-wait, then the stop.
-        self.outage = OutageMonitor(wait=settings.outage_wait, clock=timing.clock,
-                                    sleep=timing.sleep)
-        self.outage_abort: str | None = None
-        self._unknown_404: str | None = None  # how a 404 naming nothing was settled
-        self._verify_lock = asyncio.Lock()
-        self._answered = 0
-        # ids the datasource no longer has (deleted or already absent), told as they come
-        self.on_done: Callable[[Sequence[str]], None] | None = None
-
-    async def run(self, ids: Sequence[str]) -> list[_Outcome | None]:
-        """One outcome per id, None for an id never answered (the run stopped)."""
-        results: list[_Outcome | None] = [None] * len(ids)
-        positions = iter(range(len(ids)))  # shared: each index is taken by one worker
-
-        async def worker() -> None:
-            for i in positions:
-                if self.stopped:
-                    return
-                outcome = results[i] = await self._one(ids[i])
-                if self.on_done is not None and outcome is not None and outcome.kind != "failed":
-                    self.on_done((ids[i],))
-                self._answered += 1
-                if self._progress is not None:
-                    self._progress(self._answered, len(ids))
-
-        await asyncio.gather(*(worker() for _ in range(min(self.limit.cap, len(ids)))))
-        return results
-
-    @property
-    def stopped(self) -> bool:
-        return self.fatal is not None or self.outage_abort is not None
-
-    def _stop(self, exc: FatalApiError) -> None:
-        if self.fatal is None:
-            self.fatal = exc
-
-    async def _one(self, user_id: str) -> _Outcome | None:
-        attempts = waits = 0
-        while True:
-            if self.stopped:
-                return None
-            try:
-                probe = await self.outage.gate()
-            except OutageTimeout as exc:
-                if self.outage_abort is None:
-                    self.outage_abort = (f"{exc}: the deletes stopped — run the same delete "
-                                         "again once the API answers (ids already deleted "
-                                         "count as already absent)")
-                return None
-            await self.limit.acquire()
-            await self.pacer.acquire()
-            attempts += 1
-            self.stats.requests += 1
-            try:
-                response = await self._client.delete_contact(user_id)
-            except asyncio.CancelledError:
-                self.outage.abandon(probe)
-                raise
-            except httpx.TransportError as exc:
-                self.pacer.failed()
-                self.limit.release("fault")
-                self.stats.statuses[type(exc).__name__] += 1
-                if not self.outage.failed(probe):
-                    attempts -= 1  # the API is down: not this id's attempt
-                    continue
-                if attempts >= self.settings.max_attempts:
-                    return _gave_up(None, attempts, f"{type(exc).__name__} (no response)")
-                await self._backoff(attempts)
-                continue
-            status = response.status_code
-            self.stats.statuses[str(status)] += 1
-            now = self._timing.clock()
-            if 200 <= status < 300:
-                self.outage.alive(probe)
-                self.pacer.done(parse_rate(response.headers, now))
-                self.limit.release("ok")
-                return _Outcome("deleted", status, attempts)
-            answer = interpret(status, response.headers, response.content, (user_id,), now=now)
-            if answer.verdict is not Verdict.RETRY:
-                self.outage.alive(probe)
-            self.pacer.done(answer.rate)
-            if answer.verdict is Verdict.RATE:
-                self.pacer.rate_limited(answer.rate)
-                self.limit.release("throttled")
-                self.stats.rate_limited += 1
-                attempts -= 1  # a 429 does not consume the attempt budget (API.md §6)
-                waits += 1
-                if waits > MAX_RATE_LIMITED_WAITS:
-                    return _gave_up(429, attempts, "still rate limited (429)")
-                continue
-            if answer.verdict is Verdict.RETRY:
-                self.limit.release("fault")
-                if not self.outage.failed(probe):
-                    attempts -= 1  # the API is down: not this id's attempt
-                    continue
-                if attempts >= self.settings.max_attempts:
-                    return _gave_up(status, attempts, answer.message or f"HTTP {status}")
-                if answer.rate.retry_after is not None:  # a 503 saying when to come back
-                    self.pacer.pause(answer.rate.retry_after)
-                await self._backoff(attempts)
-                continue
-            self.limit.release("ok")
-            message = redact(answer.message, (self._client.credentials.token,))
-            return await self._settle(answer.verdict, status, message, attempts)
-
-    async def _settle(
-        self, verdict: Verdict, status: int, message: str, attempts: int
-    ) -> _Outcome | None:
-        creds = self._client.credentials
-        if verdict is Verdict.AUTH:
-            self._stop(AuthError(auth_message(401, creds), 401))
-            return None
-        if verdict is Verdict.NOT_FOUND:
-            kind = _classify_404(message)
-            if kind == "unknown":
-                kind = await self._settle_unknown_404()
-            if kind == "datasource":
-                self._stop(NotFoundError(not_found_message(creds), 404))
-                return None
-            return _Outcome("absent", status, attempts)
-        if verdict is Verdict.SPLIT:
-            return _Outcome("failed", status, attempts, "bad_request", f"HTTP {status}: "
-                            f"{message or 'bad request'}")
-        return _Outcome("failed", status, attempts, f"http_{status}",
-                        message or f"HTTP {status}")
-
-    async def _settle_unknown_404(self) -> str:
-        """A 404 naming neither contact nor datasource: ask ``GET /stream`` once per run."""
-        async with self._verify_lock:
-            if self._unknown_404 is None:
-                try:
-                    await fetch_stream(self._client, timeout=self._timeout,
-                                       settings=self.settings, timing=self._timing)
-                    self._unknown_404 = "contact"
-                except FatalApiError as exc:
-                    self._unknown_404 = "datasource"
-                    self._stop(exc)
-            return self._unknown_404
-
-    async def _backoff(self, attempts: int) -> None:
-        self.stats.retries += 1
-        await self._timing.sleep(backoff_delay(self.settings, attempts, self._timing.rng))
-
-
-def _gave_up(status: int | None, attempts: int, why: str) -> _Outcome:
-    return _Outcome(
-        "failed", status, attempts,
-        "rate_limited" if status == 429 else "transport",
-        f"gave up after {attempts} attempt(s): {why}", retryable=True,
-    )
 
 
 # ───────────────────────────── delete: report ─────────────────────────────
@@ -522,7 +315,7 @@ async def adelete_contacts(
             return tally.report(stats, started, info, None,
                                 aborted="not confirmed: nothing was deleted")
         else:
-            deleter = _Deleter(client, settings, timing, options.timeout, progress)
+            deleter = Deleter(client, settings, timing, options.timeout, progress)
             deleter.on_done = on_done
             tally.outcomes(await deleter.run(plan.ids))
             stats, fatal = deleter.stats, deleter.fatal or deleter.outage_abort
@@ -589,7 +382,7 @@ class _DeleteTally:
     def unsent(self, n: int) -> None:
         self.counts["not_attempted"] += n
 
-    def outcomes(self, outcomes: Sequence[_Outcome | None]) -> None:
+    def outcomes(self, outcomes: Sequence[Outcome | None]) -> None:
         for i, outcome in enumerate(outcomes):
             if outcome is None:
                 self.counts["not_attempted"] += 1
@@ -600,7 +393,7 @@ class _DeleteTally:
                 self.retryable += outcome.retryable
                 self.rejects.append(self._reject(i, outcome))
 
-    def _reject(self, i: int, outcome: _Outcome) -> Reject:
+    def _reject(self, i: int, outcome: Outcome) -> Reject:
         user_id = self.plan.ids[i]
         file, row = self.plan.origins[i]
         remedy = ("run the same delete on the rejects file later" if outcome.retryable else

@@ -22,12 +22,12 @@ from importer.datasource import Timing, UnexpectedResponse
 from importer.delete import (
     DeleteOptions,
     DeleteReport,
-    _classify_404,
     adelete_contacts,
     delete_contacts,
     plan_from_files,
     plan_from_ids,
 )
+from importer.deleter import classify_404
 from importer.records import REJECT_COLUMNS
 from importer.sandbox.server import RunningSandbox
 from importer.sandbox.settings import FaultSettings
@@ -301,10 +301,10 @@ def test_accounting_holds_whatever_the_mix(box: RunningSandbox) -> None:
 
 
 def test_a_404_is_read_by_what_it_names() -> None:
-    assert _classify_404("Contact not found: no contact with _user_id 'x'") == "contact"
-    assert _classify_404("Project or datasource not found, or the token is not allowed") == (
+    assert classify_404("Contact not found: no contact with _user_id 'x'") == "contact"
+    assert classify_404("Project or datasource not found, or the token is not allowed") == (
         "datasource")
-    assert _classify_404("") == "unknown"
+    assert classify_404("") == "unknown"
 
 
 def test_the_datasource_check_backs_off_on_the_injected_clock(box: RunningSandbox) -> None:

@@ -26,6 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -148,7 +149,7 @@ def _reject_fields(r: Reject) -> list[Any]:
 
 def _cell(value: Any) -> str:
     """One value as CSV text, where the source columns are not all text (a text-only source's
-    rejects are written by polars, see ``RejectsWriter._write_csv_frame``)."""
+    rejects are written by polars, see :class:`CsvLayout`)."""
     if type(value) is str:
         return value
     if value is None:
@@ -174,6 +175,86 @@ def _conform(column: pl.Series, dtype: pl.DataType) -> pl.Series:
     return column.cast(dtype, strict=False)
 
 
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """The columns, their types and the delimiter of a CSV rejects file whose source columns
+    are all text: rendering a frame of rejects with it is pure, so the reading thread renders
+    the mapping stage's rejects and the event loop only appends the bytes (~4 ms of polars
+    calls a 2 MiB batch otherwise held up every answer in flight; bench/results/transport.md).
+    """
+
+    columns: tuple[str, ...]
+    schema: tuple[tuple[str, pl.DataType], ...]
+    delimiter: str
+
+    def render(self, frame: pl.DataFrame) -> bytes:
+        """Rejects as they come (source columns + reject columns, any order)."""
+        return self.text(_aligned(frame, dict(self.schema), self.columns))
+
+    def text(self, aligned: pl.DataFrame) -> bytes:
+        """Rejects already in the file's columns and types.
+
+        polars' CSV writer quotes as the csv module's QUOTE_MINIMAL does, and moreover
+        keeps an empty text cell ("") apart from a missing one (null: nothing between the
+        separators), as the CSV reader reads them — so a rejects file re-imports as it was.
+        """
+        text = aligned.write_csv(
+            include_header=False,
+            separator=self.delimiter,
+            line_terminator="\r\n",
+            quote_style="necessary",
+            null_value="",
+        )
+        return text.encode("utf-8")
+
+
+def csv_layout(
+    source_columns: Sequence[str], delimiter: str, source_schema: Mapping[str, pl.DataType]
+) -> CsvLayout | None:
+    """The layout a CSV rejects file with these sources gets; None where a source column is
+    not known to hold text (those rows are written one by one)."""
+    kept = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
+    if not all(source_schema.get(c) == pl.String for c in kept):
+        return None
+    schema: dict[str, pl.DataType] = {c: pl.String() for c in kept}
+    schema.update(REJECT_SCHEMA)
+    return CsvLayout((*kept, *REJECT_COLUMNS, RAW_LINE), tuple(schema.items()), delimiter)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedRejects(RejectFrame):
+    """A :class:`RejectFrame` with its rows already rendered for a CSV rejects file laid out
+    as ``layout`` (a file laid out otherwise renders the frame itself)."""
+
+    layout: CsvLayout
+    text: bytes
+
+
+def render(rejects: RejectFrame, layout: CsvLayout | None) -> RejectFrame:
+    """``rejects`` rendered ahead for a file laid out as ``layout`` (as is without one)."""
+    if layout is None or not rejects:
+        return rejects
+    return RenderedRejects(rejects.frame, layout, layout.render(rejects.frame))
+
+
+def _aligned(frame: pl.DataFrame, schema: Mapping[str, pl.DataType],
+             columns: Sequence[str]) -> pl.DataFrame:
+    """A frame of rejects (source columns + reject columns, any order) in the file's column
+    order and types, its messages redacted.
+
+    (cast as the object path builds its frame: leniently, for inputs of mixed formats; the
+    reject columns to their one schema whatever the stage, or a Parquet file would get a column
+    typed one way by the map stage and another by the API stage)
+    """
+    if "_reject_message" in frame.columns:
+        frame = frame.with_columns(redact_expr("_reject_message"))
+    return frame.select(
+        pl.col(c).cast(schema[c], strict=False) if c in frame.columns
+        else pl.lit(None, schema[c]).alias(c)
+        for c in columns
+    )  # fmt: skip
+
+
 class RejectsWriter:
     """Streams rejects to one file; a context manager. ``count`` is how many were written."""
 
@@ -194,8 +275,10 @@ class RejectsWriter:
         self._source_columns = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
         self._columns = [*self._source_columns, *REJECT_COLUMNS, RAW_LINE]
         self._schema = dict(source_schema or {})
-        # Every source column known to hold text: its values are str or None.
-        self._text_only = all(self._schema.get(c) == pl.String for c in self._source_columns)
+        # CSV, every source column known to hold text (its values are str or None): rejects
+        # are written a frame at a time by polars; otherwise a row at a time.
+        self.layout = (csv_layout(source_columns, delimiter, self._schema)
+                       if fmt == "csv" else None)
         self._closed = False
         self._delimiter = delimiter
         self._size = 0  # bytes of complete records: where a failed write is cut back to
@@ -254,6 +337,10 @@ class RejectsWriter:
             raise storage_error(self.path, exc) from None
 
     def _write(self, rejects: Iterable[Reject] | RejectFrame) -> None:
+        if isinstance(rejects, RenderedRejects) and rejects.layout == self.layout:
+            self._append(rejects.text)
+            self.count += len(rejects)
+            return
         if isinstance(rejects, RejectFrame):
             self._write_frame(rejects.frame)
             return
@@ -261,8 +348,8 @@ class RejectsWriter:
         if not batch:
             return
         if self.fmt == "csv":
-            if self._text_only:
-                self._write_csv_frame(self._frame(batch))
+            if self.layout is not None:
+                self._append(self.layout.text(self._frame(batch)))
             else:
                 columns = self._source_columns
                 rows = ([*map(_cell, map(r.values.get, columns)),
@@ -285,38 +372,14 @@ class RejectsWriter:
         """Rejects that come as a frame (source columns + reject columns, any order)."""
         if frame.height == 0:
             return
-        if self.fmt == "ndjson" or (self.fmt == "csv" and not self._text_only):
+        if self.fmt == "ndjson" or (self.fmt == "csv" and self.layout is None):
             self._write(list(RejectFrame(frame)))  # values as Python objects, like any reject
             return
-        if "_reject_message" in frame.columns:
-            frame = frame.with_columns(redact_expr("_reject_message"))
-        # (cast as the object path builds its frame: leniently, for inputs of mixed formats;
-        # the reject columns to their one schema whatever the stage, or a Parquet file would
-        # get a column typed one way by the map stage and another by the API stage)
-        schema = self._file_schema()
-        aligned = frame.select(
-            pl.col(c).cast(schema[c], strict=False) if c in frame.columns
-            else pl.lit(None, schema[c]).alias(c)
-            for c in self._columns
-        )
-        if self.fmt == "csv":
-            self._write_csv_frame(aligned)
+        if self.layout is not None:
+            self._append(self.layout.render(frame))
         else:
-            self._write_parquet(aligned)
+            self._write_parquet(_aligned(frame, self._file_schema(), self._columns))
         self.count += frame.height
-
-    def _write_csv_frame(self, frame: pl.DataFrame) -> None:
-        # polars' CSV writer quotes as the csv module's QUOTE_MINIMAL does, and moreover
-        # keeps an empty text cell ("") apart from a missing one (null: nothing between the
-        # separators), as the CSV reader reads them — so a rejects file re-imports as it was.
-        text = frame.write_csv(
-            include_header=False,
-            separator=self._delimiter,
-            line_terminator="\r\n",
-            quote_style="necessary",
-            null_value="",
-        )
-        self._append(text.encode("utf-8"))
 
     def _write_parquet(self, frame: pl.DataFrame) -> None:
         table = frame.to_arrow()

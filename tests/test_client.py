@@ -6,7 +6,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.client import Verdict, _docs_items, interpret, parse_rate
+from importer.client import (
+    CLOCK_SKEW_TOLERANCE,
+    DATE_LAG,
+    Verdict,
+    _docs_items,
+    interpret,
+    parse_rate,
+)
 
 KEYS = ["U1", "U2", "U3"]
 
@@ -145,6 +152,19 @@ def test_rate_limit_reset_is_read_robustly() -> None:
     # and 2 hours ahead: same
     ahead = parse_rate({"x-ratelimit-reset": "1700000042", "date": date}, now=now + 7200)
     assert ahead.reset == now + 7200 + 42
+    # a Date that lags ours by less than CLOCK_SKEW_TOLERANCE + DATE_LAG is the header's own
+    # lag (cut to the second, refreshed once a second, in transit), not a skew: reading the
+    # reset against it would put the window's end seconds late
+    for lag in (0.5, 2.05, CLOCK_SKEW_TOLERANCE + DATE_LAG - 0.01):
+        lagging = parse_rate({"x-ratelimit-reset": "1700000042", "date": date}, now=now + lag)
+        assert lagging.reset == 1_700_000_042.0
+    beyond = parse_rate({"x-ratelimit-reset": "1700000042", "date": date},
+                        now=now + CLOCK_SKEW_TOLERANCE + DATE_LAG + 0.5)
+    assert beyond.reset == now + CLOCK_SKEW_TOLERANCE + DATE_LAG + 0.5 + 42
+    # while a Date ahead of ours by more than the tolerance is a skew (our clock behind)
+    early = parse_rate({"x-ratelimit-reset": "1700000042", "date": date},
+                       now=now - CLOCK_SKEW_TOLERANCE - 0.5)
+    assert early.reset == now - CLOCK_SKEW_TOLERANCE - 0.5 + 42
     # no Date to compare with: the header is taken as it is
     assert parse_rate({"x-ratelimit-reset": "1700000042"}, now=now - 300).reset == 1700000042
     # seconds from now (below 10^9), as some APIs send it

@@ -13,7 +13,8 @@ Modules: ``_yaml`` (YAML with line numbers), ``shapes`` (the YAML shape, pydanti
 ``load`` (load_mapping: every problem at once), ``rules`` (Instasent's rules per target),
 ``options`` (type options), ``spec`` (the frozen result), ``casts`` (polars expressions per
 type), ``dates`` (date formats: Python's strptime, ISO 8601, epoch, Excel), ``phone`` (E.164),
-``engine`` (compile, map, serialise), ``check`` (load + compile against every header at once),
+``engine`` (compile, map, serialise), ``header`` (the mapping's columns against a file's
+header), ``check`` (load + compile against every header at once),
 ``limits`` (a datasource's per-row limits, enforced by the engine under ``--specs``).
 """
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from importer.exceptions import MappingError, MappingProblem
-from importer.mapping.engine import CompiledMapping, compile_mapping, header_problems
+from importer.mapping.engine import CompiledMapping, compile_mapping
+from importer.mapping.header import header_problems
 from importer.mapping.load import MappingLoadError, load_mapping
 from importer.mapping.spec import MappingSpec
 

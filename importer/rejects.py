@@ -216,9 +216,18 @@ def csv_layout(
     kept = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
     if not all(source_schema.get(c) == pl.String for c in kept):
         return None
-    schema: dict[str, pl.DataType] = {c: pl.String() for c in kept}
-    schema.update(REJECT_SCHEMA)
+    schema = _file_schema(kept, source_schema)
     return CsvLayout((*kept, *REJECT_COLUMNS, RAW_LINE), tuple(schema.items()), delimiter)
+
+
+def _file_schema(
+    source_columns: Sequence[str], source_schema: Mapping[str, pl.DataType]
+) -> dict[str, pl.DataType]:
+    """Every column's type in a rejects file: the source's (text where it is not known),
+    then :data:`REJECT_SCHEMA`."""
+    schema: dict[str, Any] = {c: source_schema.get(c, pl.String) for c in source_columns}
+    schema.update(REJECT_SCHEMA)
+    return schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +284,7 @@ class RejectsWriter:
         self._source_columns = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
         self._columns = [*self._source_columns, *REJECT_COLUMNS, RAW_LINE]
         self._schema = dict(source_schema or {})
+        self._types = _file_schema(self._source_columns, self._schema)  # every column's type
         # CSV, every source column known to hold text (its values are str or None): rejects
         # are written a frame at a time by polars; otherwise a row at a time.
         self.layout = (csv_layout(source_columns, delimiter, self._schema)
@@ -378,7 +388,7 @@ class RejectsWriter:
         if self.layout is not None:
             self._append(self.layout.render(frame))
         else:
-            self._write_parquet(_aligned(frame, self._file_schema(), self._columns))
+            self._write_parquet(_aligned(frame, self._types, self._columns))
         self.count += frame.height
 
     def _write_parquet(self, frame: pl.DataFrame) -> None:
@@ -400,12 +410,6 @@ class RejectsWriter:
                 self._parquet.write_table(earlier.to_arrow())
         self._parquet.write_table(table)
 
-    def _file_schema(self) -> dict[str, pl.DataType]:
-        """Every column's type in the file: the source's, then :data:`REJECT_SCHEMA`."""
-        schema: dict[str, Any] = {c: self._schema.get(c, pl.String) for c in self._source_columns}
-        schema.update(REJECT_SCHEMA)
-        return schema
-
     def _frame(self, batch: list[Reject]) -> pl.DataFrame:
         data: dict[str, list[Any]] = {
             c: [r.values.get(c) for r in batch] for c in self._source_columns
@@ -413,7 +417,7 @@ class RejectsWriter:
         fields = [_reject_fields(r) for r in batch]
         for i, name in enumerate((*REJECT_COLUMNS, RAW_LINE)):
             data[name] = [f[i] for f in fields]
-        return pl.DataFrame(data, schema=self._file_schema(), strict=False)
+        return pl.DataFrame(data, schema=self._types, strict=False)
 
     def close(self) -> None:
         if self._closed:

@@ -39,6 +39,7 @@ from importer.mapping import (
     load_and_compile,
 )
 from importer.mirror import Outputs
+from importer.readahead import Reader
 from importer.records import Reject
 from importer.redaction import hidden, redact
 from importer.remote import is_url, public
@@ -292,10 +293,13 @@ async def _import(
         transport=transport,
     )
     ended = False  # the body below ran to its end (else an error is on its way out)
+    reader: Reader | None = None
     try:
         if journal is not None:
             refuse_if_unfinished(journal, plan.run_id, plan.targets, options.resume,
                                  inputs=_canonical_inputs(plan), mapping_sha=plan.spec.sha256)
+        # The first batch is read while GET /stream is in flight (importer/readahead.py).
+        reader = Reader(plan.sources[0], options.read, plan.compiled[0])
         if not options.dry_run:
             # GET /stream: 401/404 stop here, nothing sent; connection failures say which.
             info = await fetch_stream(client, timeout=options.timeout, settings=options.upload)
@@ -313,7 +317,7 @@ async def _import(
             earlier = prepare(journal, plan.run_id, _journal_meta(plan, options), plan.targets,
                               options.resume, inputs=tuple(s.path for s in plan.sources),
                               local=lambda path: outputs.local(path, fetch=True))
-        run = RunState(plan, options, progress, earlier, journal, tracker)
+        run = RunState(plan, options, progress, earlier, journal, tracker, reader=reader)
         run.rejects_file = outputs.local(run.rejects_path)
         loop = asyncio.get_running_loop()
 
@@ -369,6 +373,9 @@ async def _import(
         raise unexpected(exc) from None
     finally:
         await client.aclose()
+        if reader is not None:
+            with contextlib.suppress(Exception):  # an input's close: nothing to report
+                await reader.aclose()
         try:
             if journal is not None:
                 journal.close()

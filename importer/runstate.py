@@ -1,10 +1,10 @@
 """One run's moving parts between the sources and the uploader, touched from the event loop.
 
 :class:`RunState` produces a target's chunks (read → map → first ``_event_id`` only →
-``--changed-only`` filter → chunk, in a worker thread one source batch ahead), accounts for
-every row read on the way, and takes each answer to the journal, the ``--changed-only``
-state, the rejects file and the reconciler. A write that fails stops the run resumably.
-:mod:`importer.pipeline` plans the run and drives it.
+``--changed-only`` filter → chunk, in the run's reading thread one source batch ahead:
+:mod:`importer.readahead`), accounts for every row read on the way, and takes each answer to
+the journal, the ``--changed-only`` state, the rejects file and the reconciler. A write that
+fails stops the run resumably. :mod:`importer.pipeline` plans the run and drives it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from importer.mapping import (
 )
 from importer.ordering import user_ids_of
 from importer.outage import OutageState
+from importer.readahead import Reader
 from importer.reconcile import Reconciler
 from importer.records import SOURCE_FILE, SOURCE_ROW, Reject, RejectFrame, SourceBatch
 from importer.rejects import (
@@ -94,8 +95,11 @@ class RunState:
         earlier: Earlier = Earlier(),
         journal: Journal | None = None,
         changes: ChangeTracker | None = None,
+        *,
+        reader: Reader,
     ) -> None:
         self.plan = plan
+        self.reader = reader  # the thread every batch is read and mapped in
         self.changes = changes
         self.options = options
         self.progress = progress
@@ -175,13 +179,14 @@ class RunState:
 
     # -- producing chunks --------------------------------------------------------------------
     def _produce(self, chunker: Chunker, first_pass: bool) -> Generator[_Produced, None, None]:
-        """Runs in a worker thread: read, map and chunk one source batch at a time."""
+        """Runs in the reading thread: read, map and chunk one source batch at a time."""
         target = chunker.target
         two_targets = len(self.plan.targets) > 1
         upserts = target == "events" and _upserts_contacts(self.plan.spec)
         first = True
         for source, compiled in zip(self.plan.sources, self.plan.compiled, strict=True):
-            for read in iter_batches(source, self.options.read):
+            batches = self.reader.first_input(source) if first_pass else None
+            for read in batches or iter_batches(source, self.options.read):
                 pieces = _ramp(read) if first else (read,)
                 first = False
                 for batch in (b for piece in pieces for b in _by_origin(piece)):
@@ -328,7 +333,7 @@ class RunState:
         produced = self._produce(chunker, first_pass)
 
         def ahead() -> asyncio.Future[Any]:
-            return asyncio.ensure_future(asyncio.to_thread(next, produced, _END))
+            return self.reader.run(next, produced, _END)
 
         pending = ahead()
         stopped = False

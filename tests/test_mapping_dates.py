@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from importer.exceptions import MappingError
-from importer.mapping import compile_mapping, dates, parse_mapping
+from importer.mapping import compile_mapping, dateformat, parse_mapping
 from importer.records import SourceBatch
 
 UTC = dt.UTC
@@ -169,7 +169,7 @@ def texts(draw: st.DrawFn, fmt: str, zone: str) -> list[str]:
 def test_formats_read_exactly_as_python_strptime(
     data: st.DataObject, fmt: str, zone: str, kind: str
 ) -> None:
-    problem = dates.format_problem(fmt, kind)
+    problem = dateformat.format_problem(fmt, kind)
     assert problem is None, problem  # the strategy draws usable formats only
     values = data.draw(texts(fmt, zone))
     field = {"column": "c", "type": kind, "format": fmt}
@@ -180,7 +180,8 @@ def test_formats_read_exactly_as_python_strptime(
     expected = [python_reading(v, fmt, zone, kind) for v in values]
     kept = [i for i, e in enumerate(expected) if e != OUT_OF_PYTHON_RANGE]
     got, expected, values = ([x[i] for i in kept] for x in (got, expected, values))
-    assert got == expected, (fmt, dates.path_of(fmt), list(zip(values, got, expected, strict=True)))
+    assert got == expected, (fmt, dateformat.path_of(fmt),
+                             list(zip(values, got, expected, strict=True)))
 
 
 @pytest.mark.parametrize("fmt", [
@@ -188,18 +189,18 @@ def test_formats_read_exactly_as_python_strptime(
     "%d.%m.%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S,%f",
 ])
 def test_common_formats_take_polars_own_parser(fmt: str) -> None:
-    assert dates.path_of(fmt) == ("chrono" if ",%f" not in fmt else "exact")
+    assert dateformat.path_of(fmt) == ("chrono" if ",%f" not in fmt else "exact")
 
 
 @pytest.mark.parametrize("fmt", ["%Y-%m-%dT%H:%M:%S%z", "%d %b %Y", "%Y%m%d", "%y-%m-%d",
                                  "%Y-%m-%d %I:%M %p", "%Y-%j"])
 def test_other_directive_formats_take_the_exact_vectorised_path(fmt: str) -> None:
-    assert dates.path_of(fmt) == "exact"
+    assert dateformat.path_of(fmt) == "exact"
 
 
 def test_week_directives_call_python_once_per_distinct_value() -> None:
     fmt = "%G-W%V-%u %H:%M"
-    assert dates.path_of(fmt) == "python"
+    assert dateformat.path_of(fmt) == "python"
     values = ["2024-W46-4 19:21", "2024-W46-4 19:21", "2024-W01-1 00:00", "2024-W54-1 10:00",
               "2024-W53-1 10:00"]  # Python rolls week 53 of a 52-week year into the next
     assert map_values({"column": "c", "type": "datetime", "format": fmt}, values) == [
@@ -274,8 +275,8 @@ def test_refusals_name_the_directive(fmt: str, needle: str) -> None:
 
 def test_offset_directive_is_no_longer_refused_for_a_wrong_reason() -> None:
     """Issue 15: ``%z`` was refused with "must name the year, month and day"."""
-    assert dates.format_problem("%Y-%m-%d %H:%M:%S %z", "datetime") is None
-    assert dates.format_problem("%Y-%m-%d %H:%M:%S %z", "date") is None
+    assert dateformat.format_problem("%Y-%m-%d %H:%M:%S %z", "datetime") is None
+    assert dateformat.format_problem("%Y-%m-%d %H:%M:%S %z", "date") is None
 
 
 def test_iso_8601_spellings_without_a_format() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import phonenumbers
 
-from importer.mapping import dates
+from importer.mapping import dateformat
 
 #: option -> the field types it applies to
 APPLIES: dict[str, tuple[str, ...]] = {
@@ -31,9 +31,9 @@ APPLIES: dict[str, tuple[str, ...]] = {
 DEFAULTABLE = ("phone_region", "timezone", "decimal", "thousands", "true_values", "false_values")
 THOUSANDS = (".", ",", " ", "'", "_")
 
-#: The formats of a field without ``format:`` (see :mod:`importer.mapping.dates`).
-ISO_DATETIME_FORMATS = (dates.ISO_DATETIME,)
-ISO_DATE_FORMATS = (dates.ISO_DATE,)
+#: The formats of a field without ``format:`` (see :mod:`importer.mapping.dateformat`).
+ISO_DATETIME_FORMATS = (dateformat.ISO_DATETIME,)
+ISO_DATE_FORMATS = (dateformat.ISO_DATE,)
 
 # common spreadsheet spellings -> strftime, for the "did you mean" of a format without %
 _SPREADSHEET_TOKENS = (
@@ -136,15 +136,15 @@ def _formats(shape: _HasOptions, out: Options, what: str) -> None:
 
 
 def format_problem(fmt: str, kind: str) -> str | None:
-    if "%" not in fmt and fmt not in dates.NAMED_FORMATS:
+    if "%" not in fmt and fmt not in dateformat.NAMED_FORMATS:
         guess = fmt
         for token, directive in _SPREADSHEET_TOKENS:
             guess = guess.replace(token, directive)
         hint = f" (did you mean {guess!r}?)" if "%" in guess else ""
-        named = ", ".join(dates.NAMED_FORMATS)
+        named = ", ".join(dateformat.NAMED_FORMATS)
         return (f"format {fmt!r} has no %-directives{hint}; formats use Python's strptime "
                 f"codes, or one of {named}")
-    return dates.format_problem(fmt, kind)
+    return dateformat.format_problem(fmt, kind)
 
 
 @functools.cache

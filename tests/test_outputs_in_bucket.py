@@ -126,7 +126,10 @@ def test_kill_9_while_journaling_to_the_bucket_then_resume_lands_every_row_once(
     assert sorted(rejected) == sorted(bad)  # every invalid row once
     assert report["rows_read"] == n
     assert report["skipped_done"] + report["accepted"] + report["rejected"] == n
-    assert report["skipped_done"] > 0.5 * n  # the bucket's journal held most of the work
+    # The bucket's journal held a good part of the work: more than the first kill's 30% (the
+    # checkpoints' uploads trail the sending by a second or two on a loaded machine: 29,462
+    # of 60,000 rows with 39,000 landed was seen, so "most of it" was too tight a bound).
+    assert report["skipped_done"] > 0.3 * n
     assert not {"state/lock", "state/lock.beat"} & set(s3.keys("state"))  # released
     resent = stats["items_received"] - stats["events"] - stats["items_failed"]
     print(f"rows={n} bad={len(bad)} kills={kills} resent={resent} "

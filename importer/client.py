@@ -16,6 +16,7 @@ Status → verdict (API.md §4, §6):
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import functools
 import math
@@ -134,7 +135,40 @@ def _http_date(value: str) -> float | None:
         return None
 
 
-def _reset(headers: Mapping[str, str], now: float | None) -> tuple[float | None, str]:
+class ServerClock:
+    """How far the server's clock is ahead of ours, from its ``Date`` headers: the largest
+    ``Date − now`` of the last :attr:`WINDOW` seconds.
+
+    One answer's ``Date`` is cut to the whole second and lags by however long the server
+    took to refresh it (uvicorn: once a second, 2 s and more under load), so one answer's
+    ``Date − now`` is up to ~2 s below the true offset and moves by as much from answer to
+    answer. A reset read against each answer's own ``Date`` moved with it, by more than
+    ``upload.RESET_SLACK``, and the pacer took the later ones for new windows. The largest
+    difference is the least lagging one: within a second of the truth after a few answers,
+    and steady. The window forgets a clock that has been set since.
+    """
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        # (when, offset), offsets decreasing: the window's largest first
+        self._seen: collections.deque[tuple[float, float]] = collections.deque()
+
+    def offset(self, date: float, now: float) -> float:
+        """Take one answer's ``Date`` (Unix seconds) read at ``now``; the offset to use."""
+        seen = self._seen
+        offset = date - now
+        while seen and seen[-1][1] <= offset:
+            seen.pop()
+        seen.append((now, offset))
+        while seen[0][0] < now - self.WINDOW:
+            seen.popleft()
+        return seen[0][1]
+
+
+def _reset(
+    headers: Mapping[str, str], now: float | None, server: ServerClock | None = None
+) -> tuple[float | None, str]:
     """``X-RateLimit-Reset`` as a Unix time on our clock, and a problem to report, if any."""
     value = headers.get("x-ratelimit-reset")
     if value is None:
@@ -152,16 +186,21 @@ def _reset(headers: Mapping[str, str], now: float | None) -> tuple[float | None,
         return now + reset, ""
     date = headers.get("date")
     server_now = _http_date(date) if date else None
-    if server_now is not None and not (
-        -(CLOCK_SKEW_TOLERANCE + DATE_LAG) <= server_now - now <= CLOCK_SKEW_TOLERANCE
-    ):
-        return now + (reset - server_now), ""
+    if server_now is None:
+        return reset, ""
+    offset = server.offset(server_now, now) if server is not None else server_now - now
+    if not -(CLOCK_SKEW_TOLERANCE + DATE_LAG) <= offset <= CLOCK_SKEW_TOLERANCE:
+        return reset - offset, ""
     return reset, ""
 
 
-def parse_rate(headers: Mapping[str, str], now: float | None = None) -> RateInfo:
-    """The rate-limit headers of an answer; ``now`` is this machine's clock (default: time)."""
-    reset, problem = _reset(headers, now)
+def parse_rate(
+    headers: Mapping[str, str], now: float | None = None, server: ServerClock | None = None
+) -> RateInfo:
+    """The rate-limit headers of an answer; ``now`` is this machine's clock (default: time);
+    ``server`` the connection's :class:`ServerClock` (without it, each answer's own ``Date``
+    is taken at its word)."""
+    reset, problem = _reset(headers, now, server)
     return RateInfo(
         limit=_int_header(headers, "x-ratelimit-limit"),
         remaining=_int_header(headers, "x-ratelimit-remaining"),
@@ -311,9 +350,10 @@ def interpret(
     keys: Sequence[str],
     *,
     now: float | None = None,
+    server: ServerClock | None = None,
 ) -> BatchResponse:
     """The one place that knows what a batch response means."""
-    rate = parse_rate(headers, now)
+    rate = parse_rate(headers, now, server)
     request_id = headers.get("x-request-id")
 
     def verdict(
@@ -409,6 +449,7 @@ class ApiClient:
         self._idle: list[httpx.AsyncBaseTransport] = []  # the most recently used last
         self._transports: list[httpx.AsyncBaseTransport] = []
         self._urls: dict[str, httpx.URL] = {}  # the batch endpoints, parsed once
+        self.server_clock = ServerClock()  # read X-RateLimit-Reset against (parse_rate)
 
     async def _request(self, method: str, url: httpx.URL | str,
                        content: bytes | None = None) -> httpx.Response:

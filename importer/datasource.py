@@ -263,7 +263,7 @@ async def get_json(
                                          if client.route.proxy_url else None) from None
             await timing.sleep(backoff_delay(settings, attempt, timing.rng))
             continue
-        rate = parse_rate(response.headers, timing.clock())
+        rate = parse_rate(response.headers, timing.clock(), client.server_clock)
         pacer.done(rate)
         status = response.status_code
         if 200 <= status < 300:

@@ -150,10 +150,11 @@ class Deleter:
             now = self._timing.clock()
             if 200 <= status < 300:
                 self.outage.alive(probe)
-                self.pacer.done(parse_rate(response.headers, now))
+                self.pacer.done(parse_rate(response.headers, now, self._client.server_clock))
                 self.limit.release("ok")
                 return Outcome("deleted", status, attempts)
-            answer = interpret(status, response.headers, response.content, (user_id,), now=now)
+            answer = interpret(status, response.headers, response.content, (user_id,), now=now,
+                               server=self._client.server_clock)
             if answer.verdict is not Verdict.RETRY:
                 self.outage.alive(probe)
             self.pacer.done(answer.rate)

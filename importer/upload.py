@@ -515,6 +515,7 @@ class Uploader:
                 response.content,
                 chunk.keys,
                 now=self._clock(),
+                server=self._client.server_clock,
             )
             self.stats.statuses[str(response.status_code)] += 1
             if answer.verdict is not Verdict.RETRY:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import random
+from email.utils import formatdate
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +13,7 @@ from hypothesis import strategies as st
 from importer.client import (
     CLOCK_SKEW_TOLERANCE,
     DATE_LAG,
+    ServerClock,
     Verdict,
     _docs_items,
     interpret,
@@ -177,6 +182,47 @@ def test_rate_limit_reset_is_read_robustly() -> None:
     # an unreadable Date is no reason to distrust the reset
     odd = parse_rate({"x-ratelimit-reset": "1700000042", "date": "yesterday"}, now=now - 300)
     assert odd.reset == 1_700_000_042.0
+
+
+def _lagging_answers(skew: float, n: int, seed: int) -> list[tuple[dict[str, str], float]]:
+    """``n`` answers 0.25 s apart of a window ending at server time 1_700_000_060, read on a
+    clock ``skew`` seconds ahead of the server's; each ``Date`` cut to the second and 0-2 s
+    late, as uvicorn's are under load."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        server_now = 1_700_000_000.0 + i * 0.25
+        date = formatdate(math.floor(server_now - rng.uniform(0, 2)), usegmt=True)
+        out.append(({"x-ratelimit-reset": "1700000060", "date": date}, server_now + skew))
+    return out
+
+
+def test_a_skewed_clock_reads_one_steady_reset_never_early() -> None:
+    """Read against each answer's own Date, the window's end moved by up to ~3 s from answer
+    to answer (more than upload.RESET_SLACK: the pacer saw new windows); against the
+    connection's ServerClock it settles within a second of the truth, and is never early."""
+    for skew in (30.0, -30.0, 7200.0):
+        answers = _lagging_answers(skew, 200, seed=int(skew))
+        truth = 1_700_000_060 + skew
+        alone = [parse_rate(h, now=now).reset or 0.0 for h, now in answers]
+        assert max(alone) - min(alone) > 2.0  # the jitter this fixes
+        server = ServerClock()
+        steady = [parse_rate(h, now=now, server=server).reset or 0.0 for h, now in answers]
+        assert all(r >= truth for r in steady)
+        assert max(steady[8:]) - min(steady[8:]) < 1.0
+        assert steady[-1] - truth < 1.0
+
+
+def test_the_server_clock_forgets_a_clock_set_since() -> None:
+    """Our clock set 30 s forward mid-run: the offset learnt before stays the largest until
+    it is a WINDOW old (by our clock), then the new one is used; set back, at once."""
+    server = ServerClock()
+    for i in range(100):
+        assert server.offset(1_000.0 + i, 1_000.0 + i) == 0.0
+    assert server.offset(1_100.0, 1_130.0) == 0.0  # the answer at 1_099 is 31 s old
+    assert ServerClock.WINDOW == 60.0
+    assert server.offset(1_131.0, 1_161.0) == -30.0  # and now 62 s old: forgotten
+    assert server.offset(1_300.0, 1_300.0) == 0.0  # set right again
 
 
 def test_a_503_with_retry_after_keeps_it() -> None:

@@ -1,4 +1,5 @@
-"""Rate pacing and adaptive concurrency, on a fake clock: nothing really sleeps."""
+"""Rate pacing and adaptive concurrency, on a fake clock (nothing really sleeps), and a run
+paced by a sandbox whose clock is off."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from importer.client import RateInfo
+from importer.pipeline import RunOptions, arun_import
+from importer.sandbox.server import RunningSandbox
 from importer.upload import PACING_BEAT, AdaptiveLimit, RatePacer, UploadSettings
+from tests.test_run import CONTACTS_MAPPING, creds
 
 
 class FakeTime:
@@ -284,3 +292,28 @@ def test_a_reset_that_moves_by_under_a_second_is_the_same_window() -> None:
 
     asyncio.run(go())
     assert seen == [5, 500]  # 10 less the 5 sent, never the stale 40; then the new budget
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0, 0.0])
+def test_a_run_against_a_server_whose_clock_is_an_hour_off_paces_by_its_windows(
+    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox], skew: float
+) -> None:
+    """The sandbox's clock (its windows, X-RateLimit-Reset and Date) an hour ahead of ours,
+    or behind: read as sent, the reset would be an hour away (the budget spread over an hour)
+    or long past (every window overrun). Read against the server's clock, 40 requests at 15
+    per 1 s window go as fast as with the clocks agreeing (0), with no 429."""
+    data = tmp_path / "c.csv"
+    data.write_text("customer_id,email\n" + "".join(f"U{i},u{i}@x.es\n" for i in range(400)),
+                    encoding="utf-8")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(CONTACTS_MAPPING)
+    box = make_sandbox(rate_limit=15, rate_window_s=1.0, clock=lambda: time.time() + skew)
+    upload = UploadSettings(backoff_base=0.01, backoff_cap=0.05, rate_jitter=0.01,
+                            initial_concurrency=4)
+    options = RunOptions(upload=upload, batch_size=10, rejects_path=str(tmp_path / "r.csv"))
+    started = time.monotonic()
+    report = asyncio.run(asyncio.wait_for(
+        arun_import([str(data)], mapping, creds(box), options), timeout=60))
+    took = time.monotonic() - started
+    assert (report.accepted, report.requests, report.rate_limited) == (400, 40, 0)
+    assert took < 15, took  # with the clocks agreeing: 5-7 s on a loaded 2-core VM

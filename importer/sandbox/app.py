@@ -23,9 +23,10 @@ Order of checks for a request outside ``/__sandbox`` (decisions ours where API.m
    else 400; over 16 MiB → 413. ``?_dryRun`` validates and stores nothing; ``?_sync`` is
    accepted and changes nothing (the sandbox is always synchronous).
 
-Every response carries ``X-Request-Id``. Python callers (tests, benchmarks, the demo) use
-``stats()``, ``set_faults()``, ``reset()``, ``get_contact()`` and ``events()``; the same
-are served over HTTP under ``/__sandbox`` (``hooks.py``). Thread-safe: one lock guards the
+Every response carries ``X-Request-Id`` and a ``Date`` from the sandbox's clock. Python
+callers (tests, benchmarks, the demo) use ``stats()``, ``set_faults()``, ``reset()``,
+``get_contact()`` and ``events()``; the same are served over HTTP under ``/__sandbox``
+(``hooks.py``). Thread-safe: one lock guards the
 store, counters and draws, because uvicorn runs the app on its own thread.
 """
 
@@ -34,12 +35,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import math
 import os
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -117,6 +120,7 @@ class SandboxApp:
             raise ValueError("invalid sandbox settings: " + "; ".join(problems))
         self.settings = settings
         self._clock = clock
+        self._date_made: tuple[int, bytes] = (-1, b"")
         self._sleep = sleep
         self.store: Store = open_store(settings.db_path)
         self._lock = threading.Lock()
@@ -236,7 +240,16 @@ class SandboxApp:
         except BodyTooLarge:  # a hook's body, or a drop-before's
             response = _too_large()
         if response is not None:
-            await send_response(send, response, request_id)
+            await send_response(send, response, request_id, self._date())
+
+    def _date(self) -> bytes:
+        """The ``Date`` header, from the sandbox's own clock (the one its rate-limit windows
+        and ``X-RateLimit-Reset`` use: a test that sets the clock apart from the importer's
+        sees a server whose clock is off), cut to the second; made once a second."""
+        second = math.floor(self._clock())
+        if self._date_made[0] != second:
+            self._date_made = (second, formatdate(second, usegmt=True).encode())
+        return self._date_made[1]
 
     async def _api(
         self, scope: Scope, receive: Receive, send: Send, segments: list[str]

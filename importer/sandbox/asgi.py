@@ -87,10 +87,13 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def send_response(send: Send, response: Response, request_id: bytes) -> None:
+async def send_response(
+    send: Send, response: Response, request_id: bytes, date: bytes
+) -> None:
     headers = [
         (b"content-length", str(len(response.body)).encode()),
         (b"x-request-id", request_id),
+        (b"date", date),
         *response.headers,
     ]
     if response.body:

@@ -91,6 +91,7 @@ def _uvicorn_config(app: Any, *, quiet_logging: bool) -> uvicorn.Config:
         log_config=None if quiet_logging else uvicorn.config.LOGGING_CONFIG,
         proxy_headers=False,
         server_header=False,
+        date_header=False,  # the app sends its own, from its clock (app.py)
         timeout_graceful_shutdown=5,
     )
 

@@ -283,11 +283,11 @@ class RejectsWriter:
         self.count = 0
         self._source_columns = [c for c in source_columns if c not in RESERVED_SOURCE_COLUMNS]
         self._columns = [*self._source_columns, *REJECT_COLUMNS, RAW_LINE]
-        self._schema = dict(source_schema or {})
-        self._types = _file_schema(self._source_columns, self._schema)  # every column's type
+        schema = dict(source_schema or {})
+        self._types = _file_schema(self._source_columns, schema)  # every column's type
         # CSV, every source column known to hold text (its values are str or None): rejects
         # are written a frame at a time by polars; otherwise a row at a time.
-        self.layout = (csv_layout(source_columns, delimiter, self._schema)
+        self.layout = (csv_layout(source_columns, delimiter, schema)
                        if fmt == "csv" else None)
         self._closed = False
         self._delimiter = delimiter

@@ -4,9 +4,9 @@ ready when the credential check answers.
 Every source batch of a run is read, mapped and chunked in one thread of its own
 (:class:`Reader`; polars keeps its compiled regular expressions per thread). The run starts it
 before ``GET /stream``; while that round trip and the first use of the HTTP stack take their
-~0.1 s, the thread reads the first batch of the first input and maps a few of its rows, which
-builds what mapping builds on first use (the phone plan, polars' regexes, ~0.03 s). The first
-POST then leaves ~0.08 s sooner (bench/results/transport.md).
+~0.1 s, the thread reads the first batch of the first input and maps its first WARM_ROWS rows,
+which builds what mapping builds on first use (the phone plans, polars' regexes). The first
+POST then leaves 0.04–0.06 s sooner (bench/results/transport.md).
 
 Reading ahead changes no outcome:
 
